@@ -1,0 +1,210 @@
+"""The ``pdrflow`` command. Exit codes: 0 all archived/verified, 1 some jobs failed, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .config import Config, load_config
+from .errors import ConfigError
+from .ledger import JobState, Ledger
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+STATE_ORDER = [s.value for s in JobState]
+_STYLE = {"archived": "green", "failed_model": "red", "failed_storage": "red", "running": "yellow",
+          "computed": "cyan", "pending": "white"}
+
+
+def _ledger_exists(config: Config) -> bool:
+    url = config.database.sqlalchemy_url()
+    return not url.drivername.startswith("sqlite") or (url.database is not None and Path(url.database).exists())
+
+
+def _open_ledger(config: Config) -> Ledger:
+    if config.database.sqlalchemy_url().drivername.startswith("sqlite"):
+        database = config.database.sqlalchemy_url().database
+        if database:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    return Ledger(config.database.sqlalchemy_url())
+
+
+def _counts_table(title: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title)
+    table.add_column("state")
+    table.add_column("jobs", justify="right")
+    for state in STATE_ORDER:
+        if counts.get(state):
+            table.add_row(f"[{_STYLE[state]}]{state}[/]", str(counts[state]))
+    table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+    return table
+
+
+def _status_document(config: Config) -> dict[str, object]:
+    grid = config.grid.name
+    if not _ledger_exists(config):
+        return {"grid": grid, "total": 0, "counts": {}, "attempts": {"model": 0, "archive": 0}, "failed": []}
+    ledger = _open_ledger(config)
+    try:
+        counts = ledger.state_counts(grid)
+        attempts = ledger.attempt_counts(grid)
+        failed = [
+            {"name": job.name, "state": job.state.value, "reason": job.reason}
+            for job in ledger.jobs(grid, (JobState.FAILED_MODEL, JobState.FAILED_STORAGE))
+        ]
+    finally:
+        ledger.close()
+    return {"grid": grid, "total": sum(counts.values()), "counts": counts, "attempts": attempts, "failed": failed}
+
+
+def cmd_status(config: Config, args: argparse.Namespace, console: Console) -> int:
+    document = _status_document(config)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        console.print(_counts_table(f"grid {config.grid.name}", document["counts"]))  # type: ignore[arg-type]
+        attempts = document["attempts"]
+        console.print(f"attempts: {attempts['model']} model runs, {attempts['archive']} archivals")  # type: ignore[index]
+        for job in document["failed"]:  # type: ignore[attr-defined]
+            console.print(f"[red]{job['state']}[/] {job['name']}: {job['reason']}")
+    counts: dict[str, int] = document["counts"]  # type: ignore[assignment]
+    return EXIT_OK if counts.get("archived", 0) == document["total"] else EXIT_FAILED
+
+
+def cmd_verify(config: Config, args: argparse.Namespace, console: Console) -> int:
+    from .storage import StorageError, open_storage
+
+    records = []
+    if _ledger_exists(config):
+        ledger = _open_ledger(config)
+        try:
+            records = ledger.archived_files(config.grid.name)
+        finally:
+            ledger.close()
+    missing: list[str] = []
+    mismatched: list[str] = []
+    try:
+        with open_storage(config.storage) as storage:
+            for _job, path, size, sha256 in records:
+                if storage.stat(path) is None:
+                    missing.append(path)
+                elif storage.stat(path) != size or storage.checksum(path) != sha256:
+                    mismatched.append(path)
+    except StorageError as exc:
+        console.print(f"[red]pdrflow: verify failed: storage: {exc}[/]")
+        return EXIT_FAILED
+    document = {"grid": config.grid.name, "checked": len(records), "ok": len(records) - len(missing) - len(mismatched),
+                "missing": missing, "mismatched": mismatched}
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        console.print(f"checked {document['checked']} archived files: {document['ok']} ok, "
+                      f"{len(missing)} missing, {len(mismatched)} mismatched")
+        for path in missing:
+            console.print(f"[red]missing[/] {path}")
+        for path in mismatched:
+            console.print(f"[red]mismatched[/] {path}")
+    return EXIT_OK if not missing and not mismatched else EXIT_FAILED
+
+
+def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit: bool = False) -> int:
+    from .driver import RESUBMIT_STATES, RUN_STATES, Driver, Event, Outcome, plan_run
+
+    plan = plan_run(config)  # all checks before anything is written
+    ledger = _open_ledger(config)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[states]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+    task = progress.add_task(config.grid.name, total=None, states="")
+
+    def on_event(event: Event) -> None:
+        if event.kind == "dashboard":
+            progress.console.print(f"Dask dashboard: {event.detail}")
+            return
+        style = {"archived": None, "failed_model": "red", "failed_storage": "red", "lost": "red"}.get(event.kind, "yellow")
+        if style is not None:
+            progress.console.print(f"[{style}]{event.kind}[/] {event.job}: {event.detail}")
+
+    def on_progress(outcome: Outcome) -> None:
+        done = outcome.archived + len(outcome.failures)
+        progress.update(task, total=outcome.todo, completed=done,
+                        states=f"archived {outcome.archived}, failed {len(outcome.failures)}")
+
+    driver = Driver(config, plan, ledger, on_event=on_event, on_progress=on_progress)
+    interrupted = False
+    try:
+        with progress:
+            try:
+                outcome = driver.run(RESUBMIT_STATES if resubmit else RUN_STATES)
+            except KeyboardInterrupt:
+                interrupted = True
+                outcome = driver.outcome
+        wanted = set(plan.specs)
+        jobs = [job for job in ledger.jobs(config.grid.name) if job.model_hash in wanted]
+    finally:
+        ledger.close()
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.state.value] = counts.get(job.state.value, 0) + 1
+    console.print(_counts_table(f"grid {config.grid.name}: {len(jobs)} models", counts))
+    console.print(f"this run: {outcome.model_runs} model runs, {outcome.archive_attempts} archivals, "
+                  f"{outcome.archived} archived, {outcome.already_archived} already archived before")
+    failed = [job for job in jobs if job.state != JobState.ARCHIVED]
+    for job in failed:
+        console.print(f"[red]{job.state.value}[/] {job.name}: {job.reason or 'not finished'}")
+    if interrupted:
+        console.print("[yellow]interrupted: nothing is left running; run the same command again to continue[/]")
+        return EXIT_INTERRUPTED
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(jobs)} models not archived[/] "
+                      f"(see `pdrflow status`; `pdrflow resubmit` tries them again)")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pdrflow", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "run every model of the grid that is not archived yet"),
+        ("resubmit", "drive failed jobs again: archival only where staged outputs remain, else a rerun"),
+        ("status", "job counts by state and the failing jobs, from the ledger"),
+        ("verify", "check every archived file exists with its recorded size and sha256"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("config", help="the run's YAML config file")
+        if name in ("status", "verify"):
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pdrflow").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    console = Console(stderr=False, highlight=False)
+    try:
+        config = load_config(args.config)
+        if args.command == "status":
+            return cmd_status(config, args, console)
+        if args.command == "verify":
+            return cmd_verify(config, args, console)
+        return cmd_run(config, args, console, resubmit=args.command == "resubmit")
+    except ConfigError as exc:
+        print(f"pdrflow: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The driver: register the grid, submit run + archive tasks, resubmit archivals with backoff.
+
+The ledger is the truth; futures are only how the driver learns that something finished.
+A bounded number of models is in flight; an archival that fails is retried (archival only)
+after an exponential backoff with jitter; a model is recomputed only when its staged
+outputs are gone.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from distributed import Future, wait
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
+
+from .cluster import ClusterHandle, start_cluster
+from .config import Config
+from .errors import LedgerError, ModelFailed, StorageFailed
+from .grid import ModelSpec, expand_grid
+from .kosma.installation import Installation, executable_version, resolve_installation
+from .ledger import JobRef, JobState, Ledger
+from .tasks.archive import archive_job
+from .tasks.resources import WorkerResources
+from .tasks.run import run_model
+from .tasks.types import Manifest, ModelJob, RunSettings
+
+log = logging.getLogger("pdrflow")
+
+RUN_STATES = (JobState.PENDING, JobState.RUNNING, JobState.COMPUTED, JobState.FAILED_STORAGE)
+RESUBMIT_STATES = (*RUN_STATES, JobState.FAILED_MODEL)
+LOST_RUN_RETRIES = 2  # model runs lost to a dead worker are re-queued this often
+
+
+class Action(Enum):
+    RUN = "run"
+    ARCHIVE = "archive"
+
+
+@dataclass
+class Event:
+    """Something worth telling the user, as it happens."""
+
+    kind: str  # archived, failed_model, failed_storage, retry_archive, rerun, lost
+    job: str
+    detail: str = ""
+
+
+@dataclass
+class Outcome:
+    registered: int = 0
+    new: int = 0
+    already_archived: int = 0
+    todo: int = 0
+    archived: int = 0
+    model_runs: int = 0
+    archive_attempts: int = 0
+    interrupted: bool = False
+    failures: dict[str, str] = field(default_factory=dict)  # job name → reason
+
+
+@dataclass
+class Plan:
+    installation: Installation
+    specs: dict[str, ModelSpec]  # by model hash
+    settings: RunSettings
+
+
+def plan_run(config: Config) -> Plan:
+    """Everything that can be checked without writing anything (raises ConfigError)."""
+    installation = resolve_installation(config.kosma_tau)
+    specs = {spec.model_hash: spec for spec in expand_grid(config, installation.identity)}
+    settings = RunSettings(
+        grid=config.grid.name,
+        installation=installation,
+        pdr_version=executable_version(installation.pdr_executable),
+        onion_version=executable_version(installation.onion_executable),
+        scratch_root=config.scratch.resolved_root(),
+        keep_failed=config.scratch.keep_failed,
+        pdr_timeout=config.kosma_tau.pdr_timeout,
+        onion_timeout=config.kosma_tau.onion_timeout,
+        database=config.database,
+        storage=config.storage,
+    )
+    return Plan(installation, specs, settings)
+
+
+class Driver:
+    def __init__(self, config: Config, plan: Plan, ledger: Ledger, on_event: Callable[[Event], None] | None = None,
+                 on_progress: Callable[[Outcome], None] | None = None) -> None:
+        self.config = config
+        self.plan = plan
+        self.ledger = ledger
+        self.on_event = on_event or (lambda event: None)
+        self.on_progress = on_progress or (lambda outcome: None)
+        self.outcome = Outcome()
+        backoff = config.run
+        self._wait = wait_exponential_jitter(
+            initial=backoff.archive_backoff_initial, max=backoff.archive_backoff_max,
+            jitter=backoff.archive_backoff_initial,
+        )
+        self._jobs: dict[int, JobRef] = {}
+        self._archive_tries: dict[int, int] = {}
+        self._lost_runs: dict[int, int] = {}
+        self._queue: deque[tuple[Action, int]] = deque()
+        self._delayed: list[tuple[float, int]] = []  # (ready at, job id) archival retries
+        self._in_flight: dict[Future, tuple[Action, int]] = {}
+
+    # ---- the public entry point -----------------------------------------------------------
+
+    def run(self, states: tuple[JobState, ...] = RUN_STATES) -> Outcome:
+        registration = self.ledger.register_grid(self.config.grid.name, self.plan.specs.values())
+        self.outcome.registered = registration.total
+        self.outcome.new = registration.new
+        self.outcome.already_archived = registration.archived
+        wanted = set(self.plan.specs)
+        todo = [job for job in self.ledger.jobs(self.config.grid.name, states) if job.model_hash in wanted]
+        self.outcome.todo = len(todo)
+        if not todo:
+            return self.outcome
+        for job in todo:
+            self._jobs[job.id] = job
+            self._queue.append(self._first_action(job))
+        try:
+            with start_cluster(self.config) as cluster:
+                if cluster.dashboard_link:
+                    self.on_event(Event("dashboard", "-", cluster.dashboard_link))
+                cluster.client.register_plugin(WorkerResources())
+                self._loop(cluster)
+        except BaseException as exc:
+            # Leaving the with-block closed the cluster, so no task can still write: settle now.
+            self.outcome.interrupted = isinstance(exc, KeyboardInterrupt)
+            self._settle_unfinished()
+            raise
+        return self.outcome
+
+    def _first_action(self, job: JobRef) -> tuple[Action, int]:
+        if job.state in (JobState.COMPUTED, JobState.FAILED_STORAGE) and job.staged_dir:
+            return (Action.ARCHIVE, job.id)
+        if job.state == JobState.RUNNING:  # left by a driver that died: its run is lost
+            self.ledger.requeue_running([job.id], "run lost: the previous driver stopped")
+        elif job.state in (JobState.COMPUTED, JobState.FAILED_STORAGE, JobState.FAILED_MODEL):
+            self.ledger.requeue(job.id, f"resubmitted after {job.state}")
+        return (Action.RUN, job.id)
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def _window(self, cluster: ClusterHandle) -> int:
+        return self.config.run.max_in_flight or 2 * cluster.worker_slots
+
+    def _loop(self, cluster: ClusterHandle) -> None:
+        window = self._window(cluster)
+        while self._queue or self._delayed or self._in_flight:
+            now = time.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                _, job_id = heapq.heappop(self._delayed)
+                self._queue.appendleft((Action.ARCHIVE, job_id))
+            while self._queue and len(self._in_flight) < window:
+                self._submit(cluster, *self._queue.popleft())
+            timeout = max(0.05, self._delayed[0][0] - time.monotonic()) if self._delayed else None
+            if not self._in_flight:
+                time.sleep(timeout or 0.05)
+                continue
+            done, _ = wait(list(self._in_flight), timeout=timeout, return_when="FIRST_COMPLETED")
+            for future in done:
+                action, job_id = self._in_flight.pop(future)
+                if action is Action.RUN:
+                    self._run_finished(cluster, future, job_id)
+                else:
+                    self._archive_finished(future, job_id)
+                future.release()  # keep no per-job futures after completion
+            self.on_progress(self.outcome)
+
+    def _submit(self, cluster: ClusterHandle, action: Action, job_id: int, manifest: Manifest | None = None) -> None:
+        job = self._jobs[job_id]
+        settings = self.plan.settings
+        if action is Action.RUN:
+            self.outcome.model_runs += 1
+            future = cluster.client.submit(
+                run_model, ModelJob(job_id, self.plan.specs[job.model_hash]), settings,
+                key=f"run-{job.name}-{job_id}-{self.outcome.model_runs}", pure=False,
+            )
+        else:
+            self.outcome.archive_attempts += 1
+            staged: Manifest | tuple[int, str] = manifest or (job_id, self._staged_dir(job_id))
+            pin = {} if cluster.shared_scratch or manifest is None or manifest.worker is None else {
+                "workers": [manifest.worker], "allow_other_workers": False}
+            future = cluster.client.submit(
+                archive_job, staged, settings, key=f"archive-{job.name}-{job_id}-{self.outcome.archive_attempts}",
+                pure=False, priority=10, **pin,
+            )
+        self._in_flight[future] = (action, job_id)
+
+    def _staged_dir(self, job_id: int) -> str:
+        staged = self.ledger.job(job_id).staged_dir
+        return staged or ""
+
+    def _run_finished(self, cluster: ClusterHandle, future: Future, job_id: int) -> None:
+        name = self._jobs[job_id].name
+        if future.status == "finished":
+            manifest: Manifest = future.result()
+            self._submit(cluster, Action.ARCHIVE, job_id, manifest)
+            return
+        error = future.exception()
+        if isinstance(error, ModelFailed):
+            self.outcome.failures[name] = error.reason
+            self.on_event(Event("failed_model", name, error.reason))
+            return
+        # The worker died or the task broke outside the model: the run is lost, not failed.
+        self.ledger.requeue_running([job_id], f"run lost: {type(error).__name__}")
+        self._lost_runs[job_id] = self._lost_runs.get(job_id, 0) + 1
+        if self._lost_runs[job_id] <= LOST_RUN_RETRIES:
+            self.on_event(Event("rerun", name, f"run lost ({type(error).__name__}); running it again"))
+            self._queue.append((Action.RUN, job_id))
+        else:
+            reason = f"run lost {self._lost_runs[job_id]} times: {type(error).__name__}: {error}"
+            self.outcome.failures[name] = reason
+            self.on_event(Event("lost", name, reason))
+
+    def _archive_finished(self, future: Future, job_id: int) -> None:
+        name = self._jobs[job_id].name
+        if future.status == "finished":
+            self.outcome.archived += 1
+            self.outcome.failures.pop(name, None)
+            self.on_event(Event("archived", name))
+            return
+        error = future.exception()
+        if isinstance(error, StorageFailed) and error.staged_missing:
+            self.ledger.requeue(job_id, f"staged outputs gone: {error.reason}")
+            self.on_event(Event("rerun", name, "staged outputs are gone; computing the model again"))
+            self._queue.append((Action.RUN, job_id))
+            return
+        reason = error.reason if isinstance(error, StorageFailed) else f"archival task lost: {type(error).__name__}"
+        self._record_storage_failure(job_id, reason)
+        tries = self._archive_tries[job_id] = self._archive_tries.get(job_id, 0) + 1
+        if tries < self.config.run.archive_attempts:
+            delay = self._backoff(tries)
+            self.on_event(Event("retry_archive", name, f"{reason}; archiving again in {delay:.1f} s"))
+            heapq.heappush(self._delayed, (time.monotonic() + delay, job_id))
+        else:
+            self.outcome.failures[name] = reason
+            self.on_event(Event("failed_storage", name, reason))
+
+    def _record_storage_failure(self, job_id: int, reason: str) -> None:
+        """The task could not always write failed_storage itself (ledger down): do it here."""
+        try:
+            if self.ledger.job(job_id).state == JobState.COMPUTED:
+                self.ledger.fail_archive(job_id, None, reason)
+        except LedgerError:
+            pass
+
+    def _backoff(self, attempt: int) -> float:
+        state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = attempt
+        return float(self._wait(state))
+
+    def _settle_unfinished(self) -> None:
+        """After an interruption: nothing stays ``running`` and no attempt stays open."""
+        job_ids = list(self._jobs)
+        self.ledger.requeue_running(job_ids, "interrupted: the driver stopped")
+        self.ledger.end_open_archive_attempts(job_ids, "interrupted: the driver stopped")

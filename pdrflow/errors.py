@@ -1,0 +1,40 @@
+"""Exceptions that cross module (and process) boundaries.
+
+Exceptions raised inside Dask tasks are pickled back to the driver, so each keeps its
+constructor arguments in ``args`` (the default pickling path) and nothing else.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """Bad input: the CLI prints the message on one line and exits 2."""
+
+
+class LedgerError(Exception):
+    """The ledger refused an operation (illegal transition, schema mismatch, lease held)."""
+
+
+class ModelFailed(Exception):
+    """A KOSMA-tau step exited non-zero or timed out; the job is ``failed_model``."""
+
+    def __init__(self, job_id: int, reason: str) -> None:
+        super().__init__(job_id, reason)
+        self.job_id = job_id
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}: {self.reason}"
+
+
+class StorageFailed(Exception):
+    """The archival of a job failed; the job is ``failed_storage`` and may be retried."""
+
+    def __init__(self, job_id: int, reason: str, staged_missing: bool = False) -> None:
+        super().__init__(job_id, reason, staged_missing)
+        self.job_id = job_id
+        self.reason = reason
+        self.staged_missing = staged_missing  # True: only a model rerun can recover the job
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}: {self.reason}"

@@ -1,0 +1,281 @@
+"""Expand the grid section into models: values, archive names and model hashes.
+
+Two notations, told apart by the key, never guessed:
+- physical values (``density: [1e3]``): numbers, or strings that are plain decimal numbers;
+- the predecessor's tenth-dex integers (``density_tenthdex: ["30"]`` = 10^3.0 cm^-3) and
+  metallicity in percent (``metallicity_percent: ["100"]`` = 1.00 Z_sun).
+Nothing is evaluated: a value is parsed by a regular expression or refused.
+
+Archive names follow the contract, ``<metal>_<dens>_<mass>_<chi>_00`` in tenth-dex integers
+(``100_30_-10_10_00``). A physical value that is not a whole number of tenth-dex gets a
+disambiguated component with four decimals (3e3 cm^-3 → ``34.7712``) instead of a rounded,
+misleading one; a parameter varied besides the four axes is appended as ``_<name><value>``.
+Two models of one grid that would still share a name are refused.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config, GridConfig
+from .errors import ConfigError
+from .kosma.inputs import fortran_number
+from .kosma.parameters import (
+    AXIS_PARAMETERS,
+    DEFAULT_NETWORK_SPECIES,
+    ELEMENT_DEFAULTS,
+    PARAMETERS,
+    PARAMETERS_BY_NAME,
+    ParamValue,
+    clump_radius_cm,
+)
+
+HASH_SCHEMA = 1
+_DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+# axis → (physical key, predecessor key, predecessor scale)
+AXES: dict[str, tuple[str, str]] = {
+    "metallicity": ("metallicity", "metallicity_percent"),
+    "density": ("density", "density_tenthdex"),
+    "mass": ("mass", "mass_tenthdex"),
+    "fuv": ("fuv", "fuv_tenthdex"),
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What else a model's results depend on: the code and the rate file (sha256)."""
+
+    pdr_sha256: str
+    onion_sha256: str
+    chem_rates_sha256: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the grid, everything its run needs and nothing about where it runs."""
+
+    name: str
+    model_hash: str
+    axes: Mapping[str, float]  # metallicity, density, mass, fuv in physical units
+    parameters: Mapping[str, ParamValue]  # every KOSMA-tau parameter, resolved
+    onion_species: tuple[str, ...]
+    network_species: tuple[str, ...]
+    elements: Mapping[str, float]
+    varied: Mapping[str, ParamValue] = field(default_factory=dict)  # non-axis parameters varied
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model_hash": self.model_hash,
+            "axes": dict(self.axes),
+            "parameters": dict(self.parameters),
+            "onion_species": list(self.onion_species),
+            "network_species": list(self.network_species),
+            "elements": dict(self.elements),
+            "varied": dict(self.varied),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
+        return cls(
+            name=data["name"],
+            model_hash=data["model_hash"],
+            axes=data["axes"],
+            parameters=data["parameters"],
+            onion_species=tuple(data["onion_species"]),
+            network_species=tuple(data["network_species"]),
+            elements=data["elements"],
+            varied=data.get("varied", {}),
+        )
+
+
+def _finite(value: float, where: str) -> float:
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
+    return value
+
+
+def parse_physical(value: object, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return _finite(float(value), where)
+    if isinstance(value, str) and _DECIMAL.match(value.strip()):
+        return _finite(float(value.strip()), where)
+    raise ConfigError(f"{where}: expected a number, got {value!r}")
+
+
+def parse_integer_notation(value: object, where: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer string like \"30\", got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER.match(value.strip()):
+        return int(value.strip())
+    raise ConfigError(
+        f"{where}: expected an integer in tenths of a dex (like \"30\" for 10^3.0), got {value!r}; "
+        "use the physical-value key instead for numbers like 1e3"
+    )
+
+
+def _axis_values(grid: GridConfig, axis: str) -> list[float]:
+    physical_key, legacy_key = AXES[axis]
+    physical = getattr(grid, physical_key)
+    legacy = getattr(grid, legacy_key)
+    if physical is not None and legacy is not None:
+        raise ConfigError(f"grid.{physical_key}: give either {physical_key} or {legacy_key}, not both")
+    if physical is None and legacy is None:
+        raise ConfigError(f"grid.{physical_key}: required (or grid.{legacy_key} in the predecessor's notation)")
+    key, raw = (physical_key, physical) if physical is not None else (legacy_key, legacy)
+    if not raw:
+        raise ConfigError(f"grid.{key}: needs at least one value")
+    values: list[float] = []
+    for i, item in enumerate(raw):
+        where = f"grid.{key}[{i}]"
+        if key == physical_key:
+            value = parse_physical(item, where)
+        elif axis == "metallicity":
+            value = parse_integer_notation(item, where) / 100.0
+        else:
+            value = 10.0 ** (parse_integer_notation(item, where) / 10.0)
+        if value <= 0.0:
+            raise ConfigError(f"{where}: must be > 0, got {item!r}")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"grid.{key}: a value is listed twice")
+    return values
+
+
+def name_component(axis: str, value: float) -> str:
+    """The archive-name component of one axis value (tenth-dex, or percent for metallicity)."""
+    scaled = value * 100.0 if axis == "metallicity" else 10.0 * math.log10(value)
+    nearest = round(scaled)
+    if abs(scaled - nearest) <= 1e-6 * max(1.0, abs(scaled)):
+        return str(int(nearest))
+    return f"{scaled:.4f}"
+
+
+def _parameter_value(name: str, raw: object, where: str) -> ParamValue:
+    kind = PARAMETERS_BY_NAME[name].kind
+    if kind is str:
+        if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9._+-]{1,80}", raw):
+            raise ConfigError(f"{where}: expected a file-name-like string, got {raw!r}")
+        return raw
+    if kind is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str) and _INTEGER.match(raw.strip()):
+            return int(raw.strip())
+        raise ConfigError(f"{where}: expected an integer, got {raw!r}")
+    return parse_physical(raw, where)
+
+
+def _parameter_choices(grid: GridConfig) -> dict[str, list[ParamValue]]:
+    choices: dict[str, list[ParamValue]] = {}
+    for name, raw in grid.parameters.items():
+        if name in AXIS_PARAMETERS:
+            raise ConfigError(f"grid.parameters.{name}: set by the grid axes (density, fuv, metallicity, mass)")
+        if name not in PARAMETERS_BY_NAME:
+            close = difflib.get_close_matches(name, list(PARAMETERS_BY_NAME), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"grid.parameters.{name}: unknown KOSMA-tau parameter{hint}")
+        items = raw if isinstance(raw, list) else [raw]
+        if not items:
+            raise ConfigError(f"grid.parameters.{name}: needs at least one value")
+        choices[name] = [_parameter_value(name, item, f"grid.parameters.{name}") for item in items]
+    return choices
+
+
+def _elements(grid: GridConfig) -> dict[str, float]:
+    elements = dict(ELEMENT_DEFAULTS)
+    for key, raw in grid.abundances.items():
+        if key not in elements:
+            raise ConfigError(f"grid.abundances.{key}: unknown element (known: {', '.join(elements)})")
+        value = parse_physical(raw, f"grid.abundances.{key}")
+        if value < 0.0:
+            raise ConfigError(f"grid.abundances.{key}: must be >= 0")
+        elements[key] = value
+    return elements
+
+
+def model_hash(
+    parameters: Mapping[str, ParamValue],
+    onion_species: Sequence[str],
+    network_species: Sequence[str],
+    elements: Mapping[str, float],
+    identity: Identity,
+) -> str:
+    """sha256 over everything that determines a model's outputs, in canonical JSON."""
+    document = {
+        "schema": HASH_SCHEMA,
+        "parameters": dict(sorted(parameters.items())),
+        "onion_species": sorted(onion_species),
+        "network_species": list(network_species),  # order matters to the chemistry code
+        "elements": dict(sorted(elements.items())),
+        "pdr_sha256": identity.pdr_sha256,
+        "onion_sha256": identity.onion_sha256,
+        "chem_rates_sha256": identity.chem_rates_sha256,
+    }
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def count_models(grid: GridConfig) -> int:
+    total = 1
+    for axis in AXES:
+        total *= len(_axis_values(grid, axis))
+    for values in _parameter_choices(grid).values():
+        total *= len(values)
+    return total
+
+
+def expand_grid(config: Config, identity: Identity) -> Iterator[ModelSpec]:
+    """All models of the grid, in a stable order. Raises ConfigError on bad values."""
+    grid = config.grid
+    axis_values = {axis: _axis_values(grid, axis) for axis in AXES}
+    choices = _parameter_choices(grid)
+    elements = _elements(grid)
+    onion_species = tuple(config.kosma_tau.onion_species)
+    network = tuple(config.kosma_tau.network_species or DEFAULT_NETWORK_SPECIES)
+    base = {p.name: p.default for p in PARAMETERS if p.default is not None}
+    varied_names = [name for name, values in choices.items() if len(values) > 1]
+    fixed = {name: values[0] for name, values in choices.items() if len(values) == 1}
+    seen: dict[str, Mapping[str, float]] = {}
+    for metal, density, mass, fuv in itertools.product(*axis_values.values()):
+        for combo in itertools.product(*(choices[name] for name in varied_names)):
+            varied = dict(zip(varied_names, combo, strict=True))
+            params: dict[str, ParamValue] = {**base, **fixed, **varied}
+            alpha, rcore = float(params["alpha"]), float(params["rcore"])
+            if not 0.0 <= alpha < 3.0:
+                raise ConfigError("grid.parameters.alpha: must be in [0, 3) for the clump density law")
+            params.update(xnsur=density, sint=fuv, zmetal=metal, rtot=clump_radius_cm(density, mass, alpha, rcore))
+            axes = {"metallicity": metal, "density": density, "mass": mass, "fuv": fuv}
+            name = "_".join(name_component(axis, axes[axis]) for axis in AXES) + "_00"
+            name += "".join(f"_{key}{fortran_number(value)}" for key, value in varied.items())
+            if name in seen:
+                raise ConfigError(
+                    f"grid: two models would share the archive name {name!r} ({seen[name]} and {axes}); "
+                    "give values that differ by at least 1e-4 dex"
+                )
+            seen[name] = axes
+            yield ModelSpec(
+                name=name,
+                model_hash=model_hash(params, onion_species, network, elements, identity),
+                axes=axes,
+                parameters=params,
+                onion_species=onion_species,
+                network_species=network,
+                elements=elements,
+                varied=varied,
+            )

@@ -1,0 +1,152 @@
+"""The KOSMA-tau input parameters: names, types, defaults and where each goes.
+
+This table is the contract of ``PDRNEW.INP`` and ``pdr_config.json`` (see
+docs/kosma-tau-contract.md). Defaults are the values KOSMA-tau users got from the
+predecessor tool, so that an unchanged config reproduces their models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+ParamValue = int | float | str
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str  # key in the config and in pdr_config.json
+    kind: type  # int, float or str
+    default: ParamValue | None  # None: set by a grid axis
+    group: str  # pdr_config.json section
+
+
+def _p(name: str, kind: type, default: ParamValue | None, group: str) -> Parameter:
+    return Parameter(name, kind, default, group)
+
+
+# Set per model from the grid axes, never given as a fixed parameter.
+AXIS_PARAMETERS: Final = ("xnsur", "sint", "zmetal", "rtot")
+
+PARAMETERS: Final[tuple[Parameter, ...]] = (
+    _p("xnsur", float, None, "physical_params"),
+    _p("alpha", float, 1.5, "physical_params"),
+    _p("rcore", float, 0.2, "physical_params"),
+    _p("sigd", float, 1.9e-21, "physical_params"),
+    _p("rtot", float, None, "physical_params"),
+    _p("sint", float, None, "physical_params"),
+    _p("cosray", float, 2.0e-16, "physical_params"),
+    _p("beta", float, -1.0, "physical_params"),
+    _p("zmetal", float, None, "physical_params"),
+    _p("preshh2", float, 0.0, "preshielding"),
+    _p("preshco", float, 0.0, "preshielding"),
+    _p("ifuvmeth", int, 1, "radiative_transfer"),
+    _p("idustmet", int, 1, "radiative_transfer"),
+    _p("iscatter", int, -1, "radiative_transfer"),
+    _p("ifuvtype", int, 2, "fuv_field"),
+    _p("fuvtemp", float, 2.0e4, "fuv_field"),
+    _p("fuvstring", str, "Lyalpha.fuv", "fuv_field"),
+    _p("inewgam", int, 0, "fuv_field"),
+    _p("ihtclgas", int, 1, "temperature"),
+    _p("tgasc", float, 50.0, "temperature"),
+    _p("ihtcldust", int, 1, "temperature"),
+    _p("tdustc", float, 20.0, "temperature"),
+    _p("ipehmeth", int, 1, "heating"),
+    _p("indxpeh", int, 4, "heating"),
+    _p("ihtclpah", int, 1, "heating"),
+    _p("indstr", int, 1, "dust"),
+    _p("inds", int, 4, "dust"),
+    _p("indx", int, 7, "dust"),
+    *(
+        _p(f"d2gratio{i}", float, value, "dust")
+        for i, value in enumerate(
+            (8.27485e-3, 2.27746e-3, 3.75578e-4, 3.75578e-4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), start=1
+        )
+    ),
+    _p("ih2meth", int, 1, "h2_formation"),
+    _p("ih2onpah", int, 0, "h2_formation"),
+    _p("h2formc", float, 2.121e-17, "h2_formation"),
+    _p("ih2shld", int, 0, "h2"),
+    _p("h2_structure", int, 0, "h2"),
+    _p("h2_h_coll_rates", int, 3, "h2"),
+    _p("h2_h_reactive_colls", int, 1, "h2"),
+    _p("h2_use_gbar", int, 1, "h2"),
+    _p("h2_quad_a", int, 1, "h2"),
+    _p("ifh2des", int, 1, "surface_chemistry"),
+    _p("ifcrdes", int, 2, "surface_chemistry"),
+    _p("ifphdes", int, 1, "surface_chemistry"),
+    _p("ifthdes", int, 1, "surface_chemistry"),
+    _p("bindsites", float, 1.5e15, "surface_chemistry"),
+    _p("ifchemheat", int, 0, "chemical_heating"),
+    _p("ifheat_alfven", int, 0, "alfven_heating"),
+    _p("alfven_velocity", float, 3.3e5, "alfven_heating"),
+    _p("alfven_column", float, 4.0e20, "alfven_heating"),
+    _p("temp_start", float, 0.0, "numerical_params"),
+    _p("itmeth", int, 2, "numerical_params"),
+    _p("ichemeth", int, 0, "numerical_params"),
+    _p("inewtonstep", int, 1, "numerical_params"),
+    _p("omega_neg", float, 5.0, "numerical_params"),
+    _p("omega_pos", float, 2.0, "numerical_params"),
+    _p("lambda_newt", float, 0.5, "numerical_params"),
+    _p("use_conservation", int, 1, "numerical_params"),
+    _p("rescaleQF", int, 0, "numerical_params"),
+    _p("precondLR", int, 0, "numerical_params"),
+    _p("resortQF", int, 0, "numerical_params"),
+    _p("nconv_time", int, 0, "numerical_params"),
+    _p("time_dependent", int, 0, "numerical_params"),
+    _p("first_time_step_yrs", float, 1e-10, "numerical_params"),
+    _p("max_time_yrs", float, 1e7, "numerical_params"),
+    _p("num_time_steps", int, 0, "numerical_params"),
+    _p("use_dlsodes", int, 1, "numerical_params"),
+    _p("use_dlsoda", int, 0, "numerical_params"),
+    _p("use_dvodpk", int, 0, "numerical_params"),
+    _p("rtol_chem", float, 1e-2, "numerical_params"),
+    _p("atol_chem", float, 1e-10, "numerical_params"),
+    _p("Xhtry", float, 1e6, "numerical_params"),
+    _p("rtol_iter", float, 3e-2, "numerical_params"),
+    _p("Niter", int, 60, "numerical_params"),
+    _p("step1", int, 100, "numerical_params"),
+    _p("step2", int, 200, "numerical_params"),
+    _p("ihdfout", int, 4, "numerical_params"),
+    _p("dbglvl", int, 0, "numerical_params"),
+)
+
+PARAMETERS_BY_NAME: Final = {p.name: p for p in PARAMETERS}
+
+# Element fractions relative to H nuclei: (pdr_config.json key, PDRNEW.INP card or None).
+ELEMENTS: Final[tuple[tuple[str, str | None, float], ...]] = (
+    ("He", "HELIUM", 8.51e-2),
+    ("C", "CARBON", 2.34e-4),
+    ("13C", "13CARBON", 3.52e-6),
+    ("N", "NITROGEN", 8.32e-5),
+    ("O", "OXYGEN", 4.47e-4),
+    ("18O", "18OXYGEN", 8.93e-7),
+    ("F", "FLUORINE", 6.68e-9),
+    ("Ne", None, 6.9e-5),
+    ("Na", "SODIUM", 2.0e-7),
+    ("Mg", "MAGNESIUM", 3.2e-6),
+    ("Al", None, 2.8e-6),
+    ("Si", "SILICON", 3.17e-6),
+    ("P", "PHOSPHORUS", 1.17e-7),
+    ("S", "SULFUR", 7.41e-6),
+    ("Cl", "CHLORINE", 1.0e-7),
+    ("K", None, 1.35e-7),
+    ("Ar", None, 3.29e-6),
+    ("Ca", None, 2.2e-6),
+    ("Fe", "IRON", 1.0e-6),
+)
+ELEMENT_DEFAULTS: Final = {key: value for key, _, value in ELEMENTS}
+
+DEFAULT_ONION_SPECIES: Final = ("CO", "C+", "C", "O", "13C+", "13C", "13CO", "OH", "CH+", "HCO+", "H13CO+")
+DEFAULT_NETWORK_SPECIES: Final = tuple(
+    "H+ H2+ H3+ HE+ HE C CH CO C+ CH+ CH2+ CO+ HCO+ 13C 13CH 13CO 13C+ 13CH+ 13CH2+ 13CO+ H13CO+ "
+    "O OH H2O O2 O+ OH+ H2O+ H3O+ S S+ HS HS+ H2S+ CS HCS+ SO SO+ CH2 CH3+".split()
+)
+
+
+def clump_radius_cm(density: float, mass_msun: float, alpha: float, rcore: float) -> float:
+    """RTOT of a clump of surface density n and mass M with the KOSMA-tau density law."""
+    import math
+
+    d = (4.0 * math.pi / 3.0) * density * (3.0 - alpha * rcore ** (3.0 - alpha)) / (3.0 - alpha)
+    return 1.05916e19 * (mass_msun / d) ** (1.0 / 3.0)

@@ -1,0 +1,354 @@
+"""Ledger operations: every state change is one short transaction, checked against the state machine.
+
+No session outlives a call, so nothing is held open while a model runs. Writers retry by
+error class (``OperationalError``: SQLite "database is locked", a dropped server connection)
+with bounded backoff, never by matching message text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from ..errors import ConfigError, LedgerError
+from ..grid import ModelSpec
+from ..storage.base import StoredFile
+from .schema import (
+    ALLOWED_TRANSITIONS,
+    ArchivedFile,
+    Attempt,
+    AttemptKind,
+    AttemptOutcome,
+    Base,
+    Grid,
+    Job,
+    JobState,
+    Model,
+    utcnow,
+)
+
+_transient_db_errors = retry(
+    retry=retry_if_exception_type(OperationalError),
+    stop=stop_after_attempt(6),
+    wait=wait_exponential_jitter(initial=0.2, max=5.0),
+    reraise=True,
+)
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What the driver needs to act on a job, detached from any session."""
+
+    id: int
+    name: str
+    state: JobState
+    model_hash: str
+    staged_dir: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Registration:
+    total: int
+    new: int
+    archived: int
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the archival commits
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; a crash loses no committed txn
+    cursor.close()
+
+
+def make_engine(url: URL | str) -> Engine:
+    url_text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    if url_text.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2, pool_recycle=3600)
+
+
+def _model_ids(session: Session, hashes: Sequence[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for start in range(0, len(hashes), 500):  # bounded IN lists for every backend
+        chunk = hashes[start : start + 500]
+        ids.update(session.execute(select(Model.model_hash, Model.id).where(Model.model_hash.in_(chunk))).tuples().all())
+    return ids
+
+
+class Ledger:
+    def __init__(self, url: URL | str, *, create: bool = True) -> None:
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if create:
+            Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # ---- registration -------------------------------------------------------------------
+
+    @_transient_db_errors
+    def register_grid(self, grid_name: str, specs: Iterable[ModelSpec]) -> Registration:
+        """Add the grid's models; models already known keep their job and state.
+
+        A name already used in this grid by a model with a different hash is refused: the
+        two would share an archive path.
+        """
+        specs = list(specs)
+        with self._session() as session:
+            grid = session.scalar(select(Grid).where(Grid.name == grid_name))
+            if grid is None:
+                grid = Grid(name=grid_name)
+                session.add(grid)
+                session.flush()
+            known = {
+                name: (model_hash, state)
+                for name, model_hash, state in session.execute(
+                    select(Job.name, Model.model_hash, Job.state)
+                    .join(Model, Job.model_id == Model.id)
+                    .where(Job.grid_id == grid.id)
+                )
+            }
+            new_specs = []
+            archived = 0
+            for spec in specs:
+                if spec.name in known:
+                    model_hash, state = known[spec.name]
+                    if model_hash != spec.model_hash:
+                        raise ConfigError(
+                            f"grid {grid_name!r} already holds model {spec.name} computed with other parameters or "
+                            f"code (model hash {model_hash[:12]} vs {spec.model_hash[:12]}); use a new grid name"
+                        )
+                    archived += state == JobState.ARCHIVED
+                else:
+                    new_specs.append(spec)
+            if new_specs:
+                hashes = [spec.model_hash for spec in new_specs]
+                ids = _model_ids(session, hashes)
+                missing = {spec.model_hash: spec for spec in new_specs if spec.model_hash not in ids}
+                if missing:
+                    now = utcnow()
+                    session.execute(
+                        insert(Model),
+                        [{"model_hash": s.model_hash, "summary": {"axes": dict(s.axes), "varied": dict(s.varied)},
+                          "created_at": now} for s in missing.values()],
+                    )
+                    ids.update(_model_ids(session, list(missing)))
+                existing = ids
+                now = utcnow()
+                session.execute(
+                    insert(Job),
+                    [
+                        {"grid_id": grid.id, "model_id": existing[s.model_hash], "name": s.name,
+                         "state": JobState.PENDING.value, "created_at": now, "updated_at": now}
+                        for s in new_specs
+                    ],
+                )
+            return Registration(total=len(specs), new=len(new_specs), archived=archived)
+
+    # ---- queries --------------------------------------------------------------------------
+
+    def grid_id(self, grid_name: str) -> int | None:
+        with self._session() as session:
+            return session.scalar(select(Grid.id).where(Grid.name == grid_name))
+
+    def jobs(self, grid_name: str, states: Sequence[JobState] | None = None) -> list[JobRef]:
+        query = (
+            select(Job.id, Job.name, Job.state, Model.model_hash, Job.staged_dir, Job.reason)
+            .join(Model, Job.model_id == Model.id)
+            .join(Grid, Job.grid_id == Grid.id)
+            .where(Grid.name == grid_name)
+            .order_by(Job.id)
+        )
+        if states is not None:
+            query = query.where(Job.state.in_([s.value for s in states]))
+        with self._session() as session:
+            return [
+                JobRef(row.id, row.name, JobState(row.state), row.model_hash, row.staged_dir, row.reason)
+                for row in session.execute(query)
+            ]
+
+    def job(self, job_id: int) -> JobRef:
+        with self._session() as session:
+            row = session.execute(
+                select(Job.id, Job.name, Job.state, Model.model_hash, Job.staged_dir, Job.reason)
+                .join(Model, Job.model_id == Model.id)
+                .where(Job.id == job_id)
+            ).one()
+            return JobRef(row.id, row.name, JobState(row.state), row.model_hash, row.staged_dir, row.reason)
+
+    def state_counts(self, grid_name: str) -> dict[str, int]:
+        with self._session() as session:
+            rows = session.execute(
+                select(Job.state, func.count()).join(Grid, Job.grid_id == Grid.id)
+                .where(Grid.name == grid_name).group_by(Job.state)
+            )
+            return {state: count for state, count in rows}
+
+    def attempt_counts(self, grid_name: str) -> dict[str, int]:
+        with self._session() as session:
+            rows = session.execute(
+                select(Attempt.kind, func.count())
+                .join(Job, Attempt.job_id == Job.id)
+                .join(Grid, Job.grid_id == Grid.id)
+                .where(Grid.name == grid_name)
+                .group_by(Attempt.kind)
+            )
+            counts = {kind.value: 0 for kind in AttemptKind}
+            counts.update({kind: count for kind, count in rows})
+            return counts
+
+    def archived_files(self, grid_name: str) -> list[tuple[str, str, int, str]]:
+        """(job name, path, size, sha256) of every file recorded as archived in the grid."""
+        with self._session() as session:
+            rows = session.execute(
+                select(Job.name, ArchivedFile.path, ArchivedFile.size, ArchivedFile.sha256)
+                .join(Job, ArchivedFile.job_id == Job.id)
+                .join(Grid, Job.grid_id == Grid.id)
+                .where(Grid.name == grid_name)
+                .order_by(ArchivedFile.path)
+            )
+            return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    # ---- transitions -----------------------------------------------------------------------
+
+    @staticmethod
+    def _move(session: Session, job_id: int, new: JobState, reason: str | None = None, **values: Any) -> Job:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None:
+            raise LedgerError(f"job {job_id} does not exist")
+        old = JobState(job.state)
+        if new not in ALLOWED_TRANSITIONS[old]:
+            raise LedgerError(f"job {job_id} ({job.name}): illegal transition {old} -> {new}")
+        job.state = new.value
+        job.reason = reason
+        for key, value in values.items():
+            setattr(job, key, value)
+        return job
+
+    @staticmethod
+    def _finish_attempt(session: Session, attempt_id: int, outcome: AttemptOutcome, error: str | None) -> None:
+        session.execute(
+            update(Attempt).where(Attempt.id == attempt_id).values(outcome=outcome.value, error=error, ended_at=utcnow())
+        )
+
+    @_transient_db_errors
+    def start_model(self, job_id: int, host: str, worker: str | None) -> int:
+        with self._session() as session:
+            self._move(session, job_id, JobState.RUNNING)
+            attempt = Attempt(job_id=job_id, kind=AttemptKind.MODEL.value, host=host, worker=worker)
+            session.add(attempt)
+            session.flush()
+            return attempt.id
+
+    @_transient_db_errors
+    def finish_model(
+        self, job_id: int, attempt_id: int, *, error: str | None, staged_dir: str | None, host: str,
+        provenance: dict[str, Any],
+    ) -> None:
+        with self._session() as session:
+            if error is None:
+                self._move(session, job_id, JobState.COMPUTED, staged_dir=staged_dir, staged_host=host,
+                           provenance=provenance)
+                self._finish_attempt(session, attempt_id, AttemptOutcome.OK, None)
+            else:
+                self._move(session, job_id, JobState.FAILED_MODEL, error, staged_dir=staged_dir, staged_host=host,
+                           provenance=provenance)
+                self._finish_attempt(session, attempt_id, AttemptOutcome.FAILED, error)
+
+    @_transient_db_errors
+    def start_archive(self, job_id: int, host: str, worker: str | None) -> int:
+        with self._session() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state not in (JobState.COMPUTED, JobState.FAILED_STORAGE):
+                state = job.state if job is not None else "missing"
+                raise LedgerError(f"job {job_id}: cannot archive in state {state}")
+            attempt = Attempt(job_id=job_id, kind=AttemptKind.ARCHIVE.value, host=host, worker=worker)
+            session.add(attempt)
+            session.flush()
+            return attempt.id
+
+    @_transient_db_errors
+    def commit_archive(self, job_id: int, attempt_id: int, files: Sequence[StoredFile]) -> None:
+        """Record the job's files and its ``archived`` state in one transaction."""
+        with self._session() as session:
+            self._move(session, job_id, JobState.ARCHIVED, staged_dir=None)
+            session.query(ArchivedFile).filter(ArchivedFile.job_id == job_id).delete()
+            now = utcnow()
+            session.execute(
+                insert(ArchivedFile),
+                [{"job_id": job_id, "path": f.path, "size": f.size, "sha256": f.sha256, "archived_at": now}
+                 for f in files],
+            )
+            self._finish_attempt(session, attempt_id, AttemptOutcome.OK, None)
+
+    @_transient_db_errors
+    def fail_archive(self, job_id: int, attempt_id: int | None, reason: str) -> None:
+        with self._session() as session:
+            self._move(session, job_id, JobState.FAILED_STORAGE, reason)
+            if attempt_id is not None:
+                self._finish_attempt(session, attempt_id, AttemptOutcome.FAILED, reason)
+
+    @_transient_db_errors
+    def requeue(self, job_id: int, reason: str) -> None:
+        """Back to ``pending``: the model must run (again). Open attempts end as interrupted."""
+        with self._session() as session:
+            self._move(session, job_id, JobState.PENDING, reason, staged_dir=None, staged_host=None)
+            session.execute(
+                update(Attempt)
+                .where(Attempt.job_id == job_id, Attempt.outcome == AttemptOutcome.RUNNING.value)
+                .values(outcome=AttemptOutcome.INTERRUPTED.value, error=reason, ended_at=utcnow())
+            )
+
+    @_transient_db_errors
+    def requeue_running(self, job_ids: Iterable[int], reason: str) -> int:
+        """Return those of the jobs still ``running`` to ``pending`` (Ctrl-C, lost worker, dead driver)."""
+        ids = list(job_ids)
+        moved = 0
+        with self._session() as session:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                # The WHERE clause is the state machine here: only running -> pending.
+                result = session.execute(
+                    update(Job)
+                    .where(Job.id.in_(chunk), Job.state == JobState.RUNNING.value)
+                    .values(state=JobState.PENDING.value, reason=reason, updated_at=utcnow())
+                )
+                moved += result.rowcount or 0  # type: ignore[attr-defined]
+                session.execute(
+                    update(Attempt)
+                    .where(Attempt.job_id.in_(chunk), Attempt.kind == AttemptKind.MODEL.value,
+                           Attempt.outcome == AttemptOutcome.RUNNING.value)
+                    .values(outcome=AttemptOutcome.INTERRUPTED.value, error=reason, ended_at=utcnow())
+                )
+        return moved
+
+    @_transient_db_errors
+    def end_open_archive_attempts(self, job_ids: Iterable[int], reason: str) -> None:
+        ids = list(job_ids)
+        with self._session() as session:
+            for start in range(0, len(ids), 500):
+                session.execute(
+                    update(Attempt)
+                    .where(Attempt.job_id.in_(ids[start : start + 500]), Attempt.kind == AttemptKind.ARCHIVE.value,
+                           Attempt.outcome == AttemptOutcome.RUNNING.value)
+                    .values(outcome=AttemptOutcome.INTERRUPTED.value, error=reason, ended_at=utcnow())
+                )

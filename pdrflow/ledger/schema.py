@@ -1,0 +1,124 @@
+"""The ledger's tables (SQLAlchemy 2.0 typed ORM) and the job state machine."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC: identical on SQLite, PostgreSQL, MariaDB
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPUTED = "computed"
+    ARCHIVED = "archived"
+    FAILED_MODEL = "failed_model"
+    FAILED_STORAGE = "failed_storage"
+
+
+# The only transitions the ledger accepts. "→ pending" means: run the model again
+# (interrupted run, or staged outputs lost before archival).
+ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.RUNNING}),
+    JobState.RUNNING: frozenset({JobState.COMPUTED, JobState.FAILED_MODEL, JobState.PENDING}),
+    JobState.COMPUTED: frozenset({JobState.ARCHIVED, JobState.FAILED_STORAGE, JobState.PENDING}),
+    JobState.FAILED_STORAGE: frozenset({JobState.ARCHIVED, JobState.FAILED_STORAGE, JobState.PENDING}),
+    JobState.FAILED_MODEL: frozenset({JobState.PENDING}),
+    JobState.ARCHIVED: frozenset(),
+}
+
+
+class AttemptKind(enum.StrEnum):
+    MODEL = "model"
+    ARCHIVE = "archive"
+
+
+class AttemptOutcome(enum.StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Grid(Base):
+    __tablename__ = "grids"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Model(Base):
+    """A physical model, identified by the hash of everything its outputs depend on."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    summary: Mapped[dict[str, Any]]  # axes and varied parameters (full parameters: in provenance)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Job(Base):
+    """A model in a grid: one archive location, one state."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("grid_id", "name", name="uq_jobs_grid_name"),
+        UniqueConstraint("grid_id", "model_id", name="uq_jobs_grid_model"),
+        Index("ix_jobs_grid_state", "grid_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(20), default=JobState.PENDING.value)
+    reason: Mapped[str | None] = mapped_column(Text)
+    staged_dir: Mapped[str | None] = mapped_column(Text)  # scratch dir holding the outputs to archive
+    staged_host: Mapped[str | None] = mapped_column(String(255))
+    provenance: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    model: Mapped[Model] = relationship()
+    grid: Mapped[Grid] = relationship()
+
+
+class Attempt(Base):
+    """One try at running the model or archiving its outputs."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_job_kind", "job_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    kind: Mapped[str] = mapped_column(String(10))
+    outcome: Mapped[str] = mapped_column(String(12), default=AttemptOutcome.RUNNING.value)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    host: Mapped[str | None] = mapped_column(String(255))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ArchivedFile(Base):
+    __tablename__ = "archived_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    path: Mapped[str] = mapped_column(String(512), unique=True)  # archive-relative
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    archived_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

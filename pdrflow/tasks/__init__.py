@@ -1,0 +1,1 @@
+"""The two Dask tasks of a job: run the model in scratch, then archive its outputs."""

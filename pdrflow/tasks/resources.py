@@ -1,0 +1,101 @@
+"""Per-worker-process ledger engine and storage connection, kept by a Dask WorkerPlugin.
+
+One engine (a small pool) and one storage connection per worker process, reused by every
+task on that worker, instead of a connection per call or per file. Outside a Dask worker
+(tests, the driver process) a task opens its own and closes it afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from distributed import WorkerPlugin, get_worker
+
+from ..ledger import Ledger
+from ..storage import Storage, open_storage
+from .types import RunSettings
+
+PLUGIN_NAME = "pdrflow-resources"
+
+
+class WorkerResources(WorkerPlugin):
+    name = PLUGIN_NAME
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ledgers: dict[str, Ledger] = {}
+        self._storages: dict[str, Storage] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # sent to workers empty; each process opens its own connections
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def ledger(self, settings: RunSettings) -> Ledger:
+        key = settings.database.sqlalchemy_url().render_as_string(hide_password=True)
+        with self._lock:
+            if key not in self._ledgers:
+                self._ledgers[key] = Ledger(settings.database.sqlalchemy_url(), create=False)
+            return self._ledgers[key]
+
+    def storage(self, settings: RunSettings) -> Storage:
+        key = settings.storage.model_dump_json()  # SecretStr dumps masked: no secret in the key
+        with self._lock:
+            if key not in self._storages:
+                self._storages[key] = open_storage(settings.storage)
+            return self._storages[key]
+
+    def teardown(self, worker: Any) -> None:
+        with self._lock:
+            for storage in self._storages.values():
+                storage.close()
+            for ledger in self._ledgers.values():
+                ledger.close()
+            self._storages.clear()
+            self._ledgers.clear()
+
+
+def _plugin() -> WorkerResources | None:
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None
+    plugin = worker.plugins.get(PLUGIN_NAME)
+    return plugin if isinstance(plugin, WorkerResources) else None
+
+
+def worker_name() -> str | None:
+    try:
+        return str(get_worker().address)
+    except ValueError:
+        return None
+
+
+@contextmanager
+def task_ledger(settings: RunSettings) -> Iterator[Ledger]:
+    plugin = _plugin()
+    if plugin is not None:
+        yield plugin.ledger(settings)
+        return
+    ledger = Ledger(settings.database.sqlalchemy_url(), create=False)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+@contextmanager
+def task_storage(settings: RunSettings) -> Iterator[Storage]:
+    plugin = _plugin()
+    if plugin is not None:
+        yield plugin.storage(settings)
+        return
+    storage = open_storage(settings.storage)
+    try:
+        yield storage
+    finally:
+        storage.close()

@@ -1,0 +1,205 @@
+"""The model task: run KOSMA-tau for one job in a fresh scratch directory on the worker.
+
+Steps follow the file contract: make the scratch tree, render the inputs, run ``./pdrexe``,
+then ``./onionexe`` once per species; stop at the first failing step and keep its TEXTOUT
+and inputs. Returns the manifest of staged outputs; the archival is a separate task.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import gzip
+import tarfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelFailed
+from ..kosma import layout
+from ..kosma.inputs import CHEM_RATES_LINK, render_pdr_config_json, render_pdrnew_inp
+from ..storage.base import sha256_file
+from .resources import task_ledger, worker_name
+from .types import MANIFEST_FILE, Manifest, ModelJob, RunSettings, StagedFile
+
+
+class _StepFailed(Exception):
+    pass
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with path.open("rb") as stream:
+            stream.seek(max(0, path.stat().st_size - 2000))
+            lines = [line.strip() for line in stream.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""
+
+
+def _run_step(argv: list[str], cwd: Path, log: Path, timeout: float, label: str) -> int:
+    """Run one executable with its output in ``log``; kill its whole process group on timeout."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise _StepFailed(f"{label} exceeded its timeout of {timeout:g} s and was killed") from None
+        except BaseException:
+            # Worker shutting down or task cancelled: never leave KOSMA-tau running unowned.
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    if code != 0:
+        detail = _last_line(log)
+        raise _StepFailed(f"{label} exited with code {code}" + (f"; last output: {detail}" if detail else ""))
+    return code
+
+
+def prepare_scratch(job: ModelJob, settings: RunSettings) -> Path:
+    """A fresh directory with links to the installation and the rendered inputs."""
+    inst = settings.installation
+    settings.scratch_root.mkdir(parents=True, exist_ok=True)
+    scratch = settings.scratch_root / f"{settings.grid}-{job.spec.name}-job{job.job_id}-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir()
+    for directory in (layout.PDR_OUTPUT_DIR, layout.ONION_OUTPUT_DIR, layout.MCDRT_DIR, "pdrinpdata"):
+        (scratch / directory).mkdir()
+    # pdrinpdata is a directory of links so that chem_rates.dat can point at the chosen rate file.
+    for entry in (inst.home / "pdrinpdata").iterdir():
+        if entry.name != "chem_rates.dat":
+            (scratch / "pdrinpdata" / entry.name).symlink_to(entry)
+    (scratch / CHEM_RATES_LINK).symlink_to(inst.chem_rates)
+    for directory in ("onioninpdata", "In"):
+        if (inst.home / directory).exists():
+            (scratch / directory).symlink_to(inst.home / directory)
+    (scratch / "pdrexe").symlink_to(inst.pdr_executable)
+    (scratch / "onionexe").symlink_to(inst.onion_executable)
+    for helper in inst.helpers:
+        (scratch / helper.name).symlink_to(helper)
+    spec = job.spec
+    (scratch / "PDRNEW.INP").write_text(
+        render_pdrnew_inp(spec.parameters, spec.network_species, spec.elements, grid_comment=spec.name)
+    )
+    (scratch / "pdr_config.json").write_text(
+        render_pdr_config_json(spec.parameters, spec.network_species, spec.elements)
+    )
+    return scratch
+
+
+def _tar_mcdrt(scratch: Path) -> bool:
+    """Pack Out/ reproducibly (sorted members, zero times) so identical runs give identical bytes."""
+    out_dir = scratch / layout.MCDRT_DIR
+    members = sorted(p for p in out_dir.rglob("*"))
+    if not members:
+        return False
+
+    def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime = 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with open(scratch / layout.MCDRT_TARBALL, "wb") as raw, gzip.GzipFile(
+        filename="", mode="wb", fileobj=raw, mtime=0
+    ) as zipped, tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(out_dir, arcname=layout.MCDRT_DIR, recursive=False, filter=normalize)
+        for member in members:
+            tar.add(member, arcname=str(member.relative_to(scratch)), recursive=False, filter=normalize)
+    return True
+
+
+def execute_model(job: ModelJob, settings: RunSettings, scratch: Path, exit_codes: dict[str, Any]) -> None:
+    inst = settings.installation
+    exit_codes["pdr"] = _run_step(
+        ["./pdrexe"], scratch, scratch / "pdroutput" / "TEXTOUT", settings.pdr_timeout, "PDR (pdrexe)"
+    )
+    if not (scratch / "pdroutput" / "CTRL_IND").is_file():
+        raise _StepFailed("PDR (pdrexe) exited 0 but wrote no pdroutput/CTRL_IND")
+    onion_codes: dict[str, int] = {}
+    exit_codes["onion"] = onion_codes
+    textout = scratch / layout.ONION_OUTPUT_DIR / "TEXTOUT"
+    structure = (scratch / "pdroutput" / "pdrstruct_s.hdf5").absolute()
+    for species in job.spec.onion_species:
+        shutil.copyfile(inst.onion_input(species), scratch / "ONION3.INP")
+        shutil.copyfile(scratch / "pdroutput" / "CTRL_IND", scratch / "CTRL_IND")
+        textout.unlink(missing_ok=True)
+        try:
+            onion_codes[species] = _run_step(
+                ["./onionexe", str(structure)], scratch, textout, settings.onion_timeout, f"onion for {species}"
+            )
+        finally:
+            if textout.exists():
+                shutil.copyfile(textout, scratch / layout.onion_textout(species))
+
+
+def collect_manifest(job: ModelJob, settings: RunSettings, scratch: Path, provenance: dict[str, Any]) -> Manifest:
+    with_mcdrt = _tar_mcdrt(scratch)
+    files = []
+    for source, target in layout.staged_files(settings.grid, job.spec.name, job.spec.onion_species, with_mcdrt):
+        path = scratch / source
+        if not path.is_file():
+            raise _StepFailed(f"the model finished but did not write {source}")
+        size, digest = sha256_file(path)
+        files.append(StagedFile(source, target, size, digest))
+    return Manifest(job.job_id, job.spec.name, str(scratch), socket.gethostname(), worker_name(), tuple(files),
+                    provenance)
+
+
+def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
+    """The Dask task. Raises ModelFailed (job ``failed_model``) when a step fails."""
+    host = socket.gethostname()
+    inst = settings.installation
+    exit_codes: dict[str, Any] = {}
+    provenance: dict[str, Any] = {
+        "host": host,
+        "worker": worker_name(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "standin": inst.standin,
+        "pdr_executable": {"path": str(inst.pdr_executable), "sha256": inst.identity.pdr_sha256,
+                           "revision": settings.pdr_version.revision, "compiled": settings.pdr_version.compiled},
+        "onion_executable": {"path": str(inst.onion_executable), "sha256": inst.identity.onion_sha256,
+                             "revision": settings.onion_version.revision,
+                             "compiled": settings.onion_version.compiled},
+        "chem_rates": {"file": inst.chem_rates.name, "sha256": inst.identity.chem_rates_sha256},
+        "model": job.spec.to_json(),
+        "exit_codes": exit_codes,
+        "started": _now(),
+    }
+    with task_ledger(settings) as ledger:
+        attempt_id = ledger.start_model(job.job_id, host, worker_name())
+    scratch: Path | None = None
+    error: str | None = None
+    manifest: Manifest | None = None
+    try:
+        scratch = prepare_scratch(job, settings)
+        provenance["scratch_dir"] = str(scratch)
+        execute_model(job, settings, scratch, exit_codes)
+        provenance["ended"] = _now()
+        manifest = collect_manifest(job, settings, scratch, provenance)
+        (scratch / MANIFEST_FILE).write_text(manifest.to_json())
+    except _StepFailed as exc:
+        error = str(exc)
+    except OSError as exc:
+        error = f"cannot prepare or read the scratch directory: {exc.strerror or exc} ({exc.filename})"
+    provenance.setdefault("ended", _now())
+    with task_ledger(settings) as ledger:
+        ledger.finish_model(job.job_id, attempt_id, error=error, staged_dir=str(scratch) if scratch else None,
+                            host=host, provenance=provenance)
+    if error is not None:
+        if scratch is not None and not settings.keep_failed:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise ModelFailed(job.job_id, error)
+    assert manifest is not None
+    return manifest

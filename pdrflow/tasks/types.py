@@ -1,0 +1,80 @@
+"""What crosses from the driver to the workers and back (all picklable, no secrets in repr)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import DatabaseConfig, LocalStorageConfig, SftpStorageConfig
+from ..grid import ModelSpec
+from ..kosma.installation import ExecutableVersion, Installation
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a task needs besides its job; the same for every job of one run."""
+
+    grid: str
+    installation: Installation
+    pdr_version: ExecutableVersion
+    onion_version: ExecutableVersion
+    scratch_root: Path
+    keep_failed: bool
+    pdr_timeout: float
+    onion_timeout: float
+    database: DatabaseConfig  # the password is a SecretStr: masked in any repr
+    storage: LocalStorageConfig | SftpStorageConfig
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    job_id: int
+    spec: ModelSpec
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    source: str  # relative to the scratch directory
+    target: str  # archive-relative path
+    size: int
+    sha256: str
+
+
+MANIFEST_FILE = "pdrflow-manifest.json"  # in the scratch dir: lets a later driver archive it
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The staged outputs of one computed model, as the run task leaves them."""
+
+    job_id: int
+    name: str
+    scratch_dir: str
+    host: str
+    worker: str | None
+    files: tuple[StagedFile, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        data["files"] = tuple(StagedFile(**item) for item in data["files"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    job_id: int
+    name: str
+    files: int
+    bytes: int
+    skipped_existing: int = 0
