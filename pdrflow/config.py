@@ -146,6 +146,11 @@ class Config(_Section):
     path: Path  # the YAML file this came from (not a YAML key)
 
 
+_KIND_MODELS: dict[tuple[str, str], type[BaseModel]] = {
+    ("storage", "local"): LocalStorageConfig,
+    ("storage", "sftp"): SftpStorageConfig,
+    ("cluster", "local"): LocalClusterConfig,
+}
 _SECTIONS = ("grid", "kosma_tau", "database", "storage", "cluster", "scratch", "run")
 _KIND_SECTIONS = ("storage", "cluster")
 
@@ -163,11 +168,14 @@ def _format_validation_error(error: ValidationError, root: type[BaseModel]) -> s
     messages = []
     for item in error.errors():
         loc = [str(part) for part in item["loc"] if not isinstance(part, int)]
-        # Discriminated unions add the tag ("local") to the location: drop it.
-        loc = [part for i, part in enumerate(loc) if not (i == 1 and loc[0] in _KIND_SECTIONS)]
+        kind_model = None
+        if len(loc) > 2 and loc[0] in _KIND_SECTIONS:
+            # Discriminated unions add the tag ("local") to the location: drop it, keep its model.
+            kind_model = _KIND_MODELS.get((loc[0], loc[1]))
+            loc = [loc[0], *loc[2:]]
         where = ".".join(loc) or "config"
         if item["type"] == "extra_forbidden":
-            model = _model_at(root, loc[:-1])
+            model = kind_model if kind_model is not None and len(loc) == 2 else _model_at(root, loc[:-1])
             hint = _did_you_mean(loc[-1], _known_keys(model)) if model else ""
             messages.append(f"{where}: unknown key{hint}")
         elif item["type"] == "missing":

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from distributed import Future, wait
-from tenacity import RetryCallState, Retrying, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
 
 from .cluster import ClusterHandle, start_cluster
 from .config import Config
@@ -100,10 +100,10 @@ class Driver:
         self.on_progress = on_progress or (lambda outcome: None)
         self.outcome = Outcome()
         backoff = config.run
-        self._wait = wait_exponential_jitter(
-            initial=backoff.archive_backoff_initial, max=backoff.archive_backoff_max,
-            jitter=backoff.archive_backoff_initial,
-        )
+        # initial * 2^(n-1) capped at max, plus up to `initial` of jitter so retries don't stampede
+        self._wait = wait_exponential(
+            multiplier=backoff.archive_backoff_initial, max=backoff.archive_backoff_max
+        ) + wait_random(0, backoff.archive_backoff_initial)
         self._jobs: dict[int, JobRef] = {}
         self._archive_tries: dict[int, int] = {}
         self._lost_runs: dict[int, int] = {}
@@ -166,7 +166,10 @@ class Driver:
             if not self._in_flight:
                 time.sleep(timeout or 0.05)
                 continue
-            done, _ = wait(list(self._in_flight), timeout=timeout, return_when="FIRST_COMPLETED")
+            try:
+                done, _ = wait(list(self._in_flight), timeout=timeout, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # distributed's wait raises where concurrent.futures returns
+                continue
             for future in done:
                 action, job_id = self._in_flight.pop(future)
                 if action is Action.RUN:

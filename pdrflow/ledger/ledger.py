@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine, event, func, insert, select, updat
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from ..errors import ConfigError, LedgerError
 from ..grid import ModelSpec
@@ -38,7 +38,7 @@ from .schema import (
 _transient_db_errors = retry(
     retry=retry_if_exception_type(OperationalError),
     stop=stop_after_attempt(6),
-    wait=wait_exponential_jitter(initial=0.2, max=5.0),
+    wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
     reraise=True,
 )
 
@@ -84,7 +84,7 @@ def _model_ids(session: Session, hashes: Sequence[str]) -> dict[str, int]:
     ids: dict[str, int] = {}
     for start in range(0, len(hashes), 500):  # bounded IN lists for every backend
         chunk = hashes[start : start + 500]
-        ids.update(session.execute(select(Model.model_hash, Model.id).where(Model.model_hash.in_(chunk))).tuples().all())
+        ids.update(session.execute(select(Model.model_hash, Model.id).where(Model.model_hash.in_(chunk))).all())
     return ids
 
 

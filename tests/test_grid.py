@@ -1,0 +1,106 @@
+"""Grid expansion: notations, archive names, model hashes, and the rendered KOSMA-tau inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import base_config, write_config
+from pdrflow.config import load_config
+from pdrflow.errors import ConfigError
+from pdrflow.grid import Identity, expand_grid, name_component
+from pdrflow.kosma.inputs import fortran_number, render_pdr_config_json, render_pdrnew_inp
+from pdrflow.kosma.parameters import clump_radius_cm
+
+IDENTITY = Identity("a" * 64, "b" * 64, "c" * 64)
+
+
+def _models(tmp_path: Path, null_home: Path, identity: Identity = IDENTITY, **grid: object) -> list:
+    config = base_config(tmp_path, home=null_home)
+    config["grid"].update(grid)
+    return list(expand_grid(load_config(write_config(tmp_path / "g.yaml", config)), identity))
+
+
+def test_both_notations_give_the_same_models_and_contract_names(tmp_path: Path, null_home: Path) -> None:
+    physical = _models(tmp_path, null_home, metallicity=[1.0], density=[1e3, "1e4"], mass=[0.1], fuv=[10, 100.0])
+    legacy_grid = {"metallicity_percent": ["100"], "density_tenthdex": ["30", 40], "mass_tenthdex": ["-10"],
+                   "fuv_tenthdex": ["10", "20"]}
+    config = base_config(tmp_path, home=null_home)
+    config["grid"] = {"name": "testgrid", **legacy_grid}
+    legacy = list(expand_grid(load_config(write_config(tmp_path / "l.yaml", config)), IDENTITY))
+    assert [m.name for m in physical] == [
+        "100_30_-10_10_00", "100_30_-10_20_00", "100_40_-10_10_00", "100_40_-10_20_00"]
+    assert [m.name for m in legacy] == [m.name for m in physical]
+    assert [m.model_hash for m in legacy] == [m.model_hash for m in physical]
+    assert physical[0].parameters["rtot"] == pytest.approx(2.458e17, rel=1e-3)  # the contract's example
+
+
+def test_leading_zero_tenthdex_is_an_integer_not_a_syntax_error(tmp_path: Path, null_home: Path) -> None:
+    config = base_config(tmp_path, home=null_home)
+    config["grid"] = {"name": "g", "metallicity_percent": ["100"], "density_tenthdex": ["05"],
+                      "mass_tenthdex": ["00"], "fuv_tenthdex": ["10"]}
+    (model,) = expand_grid(load_config(write_config(tmp_path / "z.yaml", config)), IDENTITY)
+    assert model.name == "100_5_0_10_00"
+    assert model.axes["density"] == pytest.approx(10**0.5)
+
+
+def test_values_between_tenth_dex_get_a_disambiguated_name(tmp_path: Path, null_home: Path) -> None:
+    models = _models(tmp_path, null_home, density=[3e3, 3.01e3], fuv=[10])
+    assert [m.name for m in models] == ["100_34.7712_-10_10_00", "100_34.7857_-10_10_00"]
+    assert name_component("metallicity", 0.5) == "50"
+    assert name_component("metallicity", 0.333) == "33.3000"
+
+
+def test_values_the_name_cannot_tell_apart_are_refused(tmp_path: Path, null_home: Path) -> None:
+    with pytest.raises(ConfigError, match="would share the archive name"):
+        _models(tmp_path, null_home, density=[1e3, 1.0000000001e3], fuv=[10])
+
+
+def test_varied_parameters_extend_the_name(tmp_path: Path, null_home: Path) -> None:
+    models = _models(tmp_path, null_home, density=[1e3], fuv=[10], parameters={"cosray": [2e-16, 5e-17]})
+    assert [m.name for m in models] == ["100_30_-10_10_00_cosray2.0e-16", "100_30_-10_10_00_cosray5.0e-17"]
+    assert models[0].model_hash != models[1].model_hash
+
+
+def test_model_hash_covers_code_rates_species_and_parameters(tmp_path: Path, null_home: Path) -> None:
+    base = _models(tmp_path, null_home, density=[1e3], fuv=[10])[0].model_hash
+    assert _models(tmp_path, null_home, density=[1e3], fuv=[10])[0].model_hash == base  # stable
+    for identity in (Identity("d" * 64, "b" * 64, "c" * 64), Identity("a" * 64, "d" * 64, "c" * 64),
+                     Identity("a" * 64, "b" * 64, "d" * 64)):
+        assert _models(tmp_path, null_home, identity, density=[1e3], fuv=[10])[0].model_hash != base
+    assert _models(tmp_path, null_home, density=[1e3], fuv=[10], parameters={"tgasc": 51})[0].model_hash != base
+    assert _models(tmp_path, null_home, density=[1e3], fuv=[10], abundances={"C": 1e-4})[0].model_hash != base
+    config = base_config(tmp_path, home=null_home)
+    config["grid"].update(density=[1e3], fuv=[10])
+    config["kosma_tau"]["onion_species"] = ["CO", "C+"]
+    other = list(expand_grid(load_config(write_config(tmp_path / "s.yaml", config)), IDENTITY))[0]
+    assert other.model_hash != base
+
+
+def test_fortran_number_keeps_full_precision() -> None:
+    assert fortran_number(1000.0) == "1.0e+03"
+    assert fortran_number(0.05) == "5.0e-02"
+    assert fortran_number(1.5) == "1.5"
+    assert fortran_number(7) == "7"
+    value = 2.4581234567890125e17
+    assert float(fortran_number(value)) == value
+
+
+def test_rendered_inputs_carry_the_model(tmp_path: Path, null_home: Path) -> None:
+    (model,) = _models(tmp_path, null_home, density=[1e4], fuv=[100], parameters={"cosray": 5e-17})
+    text = render_pdrnew_inp(model.parameters, model.network_species, model.elements, model.name)
+    lines = text.splitlines()
+    assert lines[lines.index("Total H particle density at cloud surface (in 1/cm**3):   XNSUR") + 1] == "1.0e+04"
+    assert lines[lines.index("Strength of radiation field:   SINT") + 1] == "100.0"
+    assert lines[lines.index("Cosmic ray destruction rate (1/sec):   COSRAY") + 1] == "5.0e-17"
+    rtot = float(lines[lines.index("Radius of the cloud (in cm):   RTOT") + 1])
+    assert rtot == clump_radius_cm(1e4, 0.1, 1.5, 0.2)
+    assert "CHEMCHECK END   5" in lines and "SPECIES  13CO" in lines
+    assert "CARBON       2.34e-04" in lines
+    document = json.loads(render_pdr_config_json(model.parameters, model.network_species, model.elements))
+    assert document["physical_params"]["xnsur"] == 1e4
+    assert len(document["dust"]["dust_to_gas_ratio"]) == 10
+    assert document["element_abundances"]["Fe"] == 1.0e-6
+    assert document["chemical_database_file"] == "pdrinpdata/chem_rates.dat"

@@ -1,0 +1,87 @@
+"""The ledger's state machine, registration and one-transaction archival commit (real SQLite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import base_config, ledger_rows, write_config
+from pdrflow.config import load_config
+from pdrflow.errors import ConfigError, LedgerError
+from pdrflow.grid import Identity, expand_grid
+from pdrflow.ledger import JobState, Ledger
+from pdrflow.storage import StoredFile
+
+IDENTITY = Identity("a" * 64, "b" * 64, "c" * 64)
+
+
+@pytest.fixture
+def ledger_and_specs(tmp_path: Path, null_home: Path):
+    config = load_config(write_config(tmp_path / "c.yaml", base_config(tmp_path, home=null_home)))
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}")
+    yield ledger, list(expand_grid(config, IDENTITY)), tmp_path / "l.sqlite"
+    ledger.close()
+
+
+def test_registration_is_idempotent_and_refuses_a_changed_model(ledger_and_specs) -> None:
+    ledger, specs, db = ledger_and_specs
+    first = ledger.register_grid("g", specs)
+    assert (first.total, first.new, first.archived) == (4, 4, 0)
+    again = ledger.register_grid("g", specs)
+    assert (again.total, again.new) == (4, 0)
+    assert ledger_rows(db, "select count(*) from jobs") == [(4,)]
+    assert ledger_rows(db, "select count(*) from models") == [(4,)]
+    other_code = [s.__class__(**{**s.__dict__, "model_hash": "f" * 64}) for s in specs[:1]]
+    with pytest.raises(ConfigError, match="already holds model 100_30_-10_10_00 computed with other parameters"):
+        ledger.register_grid("g", other_code)
+    # The same physics in another grid is another job (another archive path) of the same model.
+    ledger.register_grid("h", specs)
+    assert ledger_rows(db, "select count(*) from jobs") == [(8,)]
+    assert ledger_rows(db, "select count(*) from models") == [(4,)]
+
+
+def test_only_allowed_transitions(ledger_and_specs) -> None:
+    ledger, specs, db = ledger_and_specs
+    ledger.register_grid("g", specs)
+    job = ledger.jobs("g")[0]
+    with pytest.raises(LedgerError, match="cannot archive in state pending"):
+        ledger.start_archive(job.id, "host", None)
+    attempt = ledger.start_model(job.id, "host", None)
+    with pytest.raises(LedgerError, match="illegal transition running -> running"):
+        ledger.start_model(job.id, "host", None)
+    ledger.finish_model(job.id, attempt, error=None, staged_dir="/scratch/x", host="host", provenance={"k": 1})
+    archive = ledger.start_archive(job.id, "host", None)
+    files = [StoredFile("g/pdrgrid/a", 3, "1" * 64), StoredFile("g/pdrgrid/b", 4, "2" * 64)]
+    ledger.commit_archive(job.id, archive, files)
+    assert ledger.job(job.id).state is JobState.ARCHIVED
+    assert ledger_rows(db, "select path, size from archived_files order by path") == [
+        ("g/pdrgrid/a", 3), ("g/pdrgrid/b", 4)]
+    with pytest.raises(LedgerError, match="illegal transition archived -> pending"):
+        ledger.requeue(job.id, "no")
+
+
+def test_archive_commit_is_one_transaction(ledger_and_specs) -> None:
+    ledger, specs, db = ledger_and_specs
+    ledger.register_grid("g", specs)
+    first, second = ledger.jobs("g")[:2]
+    for job in (first, second):
+        attempt = ledger.start_model(job.id, "h", None)
+        ledger.finish_model(job.id, attempt, error=None, staged_dir="/s", host="h", provenance={})
+    ledger.commit_archive(first.id, ledger.start_archive(first.id, "h", None), [StoredFile("g/x", 1, "1" * 64)])
+    # The second job's commit collides with the first's file record: nothing of it may remain.
+    with pytest.raises(Exception):  # noqa: B017,PT011 - the database's integrity error
+        ledger.commit_archive(second.id, ledger.start_archive(second.id, "h", None),
+                              [StoredFile("g/y", 1, "2" * 64), StoredFile("g/x", 1, "1" * 64)])
+    assert ledger.job(second.id).state is JobState.COMPUTED
+    assert ledger_rows(db, "select path from archived_files") == [("g/x",)]
+
+
+def test_requeue_running_touches_only_running_jobs(ledger_and_specs) -> None:
+    ledger, specs, db = ledger_and_specs
+    ledger.register_grid("g", specs)
+    jobs = ledger.jobs("g")
+    ledger.start_model(jobs[0].id, "h", None)
+    assert ledger.requeue_running([j.id for j in jobs], "driver stopped") == 1
+    assert {j.state for j in ledger.jobs("g")} == {JobState.PENDING}
+    assert ledger_rows(db, "select outcome, error from attempts") == [("interrupted", "driver stopped")]

@@ -1,0 +1,184 @@
+"""End to end through the real CLI: real Dask LocalCluster, real SQLite ledger, real files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from helpers import base_config, cli, files_under, ledger_rows, status, verify, write_config
+
+MODELS = 4
+FILES_PER_MODEL = 9 + 7 * 4  # 8 pdrgrid files + MCDRT tarball, 6 onion files + TEXTOUT per species
+
+
+def test_grid_is_archived_with_contract_names_and_verified(tmp_path: Path, null_home: Path) -> None:
+    config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=null_home))
+    done = cli("run", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    archive = tmp_path / "archive" / "testgrid"
+    assert (archive / "pdrgrid" / "pdrstruct100_30_-10_10_00.hdf5").is_file()
+    assert (archive / "pdrgrid" / "MCDRT100_40_-10_20_00.tar.gz").is_file()
+    assert (archive / "oniongrid" / "ONION100_30_-10_10_00.jerg_C+.smli").read_text() == "C+\n"
+    assert (archive / "oniongrid" / "TEXTOUT100_30_-10_10_00_CO").read_text().startswith("null onionexe CO")
+    # onion modified the structure file after the PDR run, once per species, before archival
+    structure = (archive / "pdrgrid" / "pdrstruct100_30_-10_10_00.hdf5").read_text()
+    assert structure.count("onion ") == 4
+    assert len(files_under(tmp_path / "archive")) == MODELS * FILES_PER_MODEL
+    assert not [p for p in files_under(tmp_path / "archive") if ".pdrflow-" in p.name]  # no temporaries left
+
+    db = tmp_path / "ledger.sqlite"
+    assert ledger_rows(db, "select state, count(*) from jobs group by state") == [("archived", MODELS)]
+    recorded = ledger_rows(db, "select path, size, sha256 from archived_files")
+    assert len(recorded) == MODELS * FILES_PER_MODEL
+    for path, size, digest in recorded:
+        data = (tmp_path / "archive" / path).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (size, digest)
+    assert not any((tmp_path / "scratch").iterdir())  # scratch removed once archived
+
+    report = verify(config)
+    assert report == {"grid": "testgrid", "checked": MODELS * FILES_PER_MODEL, "ok": MODELS * FILES_PER_MODEL,
+                      "missing": [], "mismatched": [], "returncode": 0}
+
+    # A rerun of the same config does no model work and exits 0.
+    again = cli("run", str(config))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert status(config)["attempts"] == {"model": MODELS, "archive": MODELS}
+
+    # verify notices a changed and a missing file.
+    (archive / "pdrgrid" / "CTRL_IND100_30_-10_10_00").write_text("tampered\n")
+    (archive / "pdrgrid" / "chemchk100_40_-10_10_00.out").unlink()
+    report = verify(config)
+    assert report["returncode"] == 1
+    assert report["missing"] == ["testgrid/pdrgrid/chemchk100_40_-10_10_00.out"]
+    assert report["mismatched"] == ["testgrid/pdrgrid/CTRL_IND100_30_-10_10_00"]
+
+
+def test_pdr_failure_is_failed_model_without_onion_and_keeps_textout(tmp_path: Path, null_home: Path) -> None:
+    config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=null_home))
+    done = cli("run", str(config), env={"NULL_PDR_FAIL": "1"})
+    assert done.returncode == 1
+    assert "failed_model" in done.stdout and "exited with code 7" in done.stdout
+    report = status(config)
+    assert report["counts"] == {"failed_model": MODELS}
+    assert report["attempts"] == {"model": MODELS, "archive": 0}
+    assert all("PDR (pdrexe) exited with code 7" in job["reason"] for job in report["failed"])
+    kept = sorted((tmp_path / "scratch").iterdir())
+    assert len(kept) == MODELS
+    for scratch in kept:
+        assert "failing on request" in (scratch / "pdroutput" / "TEXTOUT").read_text()
+        assert (scratch / "PDRNEW.INP").is_file() and (scratch / "pdr_config.json").is_file()
+        assert not any((scratch / "onionoutput").iterdir())  # onion never ran
+        assert not (scratch / "CTRL_IND").exists()
+    assert files_under(tmp_path / "archive") == []
+
+    # After fixing the cause, resubmit runs the models again and archives them.
+    fixed = cli("resubmit", str(config))
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert status(config)["counts"] == {"archived": MODELS}
+
+
+def test_archive_failure_is_failed_storage_and_resubmit_archives_without_rerun(tmp_path: Path, null_home: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a regular file where the archive root's parent should be\n")
+    config = write_config(
+        tmp_path / "run.yaml",
+        base_config(tmp_path, home=null_home, storage={"root": str(blocker / "archive")}, run={"archive_attempts": 2}),
+    )
+    done = cli("run", str(config))
+    assert done.returncode == 1
+    report = status(config)
+    assert report["counts"] == {"failed_storage": MODELS}
+    assert report["attempts"] == {"model": MODELS, "archive": 2 * MODELS}
+    assert all("Not a directory" in job["reason"] for job in report["failed"])
+    assert blocker.read_text().startswith("a regular file")  # nothing written through it
+
+    blocker.unlink()  # the archive is fixed
+    fixed = cli("resubmit", str(config))
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    report = status(config)
+    assert report["counts"] == {"archived": MODELS}
+    assert report["attempts"]["model"] == MODELS  # no model was recomputed
+    assert verify(config)["ok"] == MODELS * FILES_PER_MODEL
+
+
+def test_storage_outage_that_heals_during_the_run_ends_archived(tmp_path: Path, null_home: Path) -> None:
+    blocker = tmp_path / "outage"
+    blocker.write_text("outage\n")
+    config = write_config(
+        tmp_path / "run.yaml",
+        base_config(tmp_path, home=null_home, storage={"root": str(blocker / "archive")},
+                    run={"archive_attempts": 30, "archive_backoff_initial": 0.3, "archive_backoff_max": 0.6}),
+    )
+    process = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+
+    def heal_when_failures_show() -> None:
+        db = tmp_path / "ledger.sqlite"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if db.exists() and ledger_rows(db, "select count(*) from attempts where kind='archive' and "
+                                               "outcome='failed'")[0][0] >= MODELS:
+                break
+            time.sleep(0.1)
+        blocker.unlink()
+
+    healer = threading.Thread(target=heal_when_failures_show)
+    healer.start()
+    output, _ = process.communicate(timeout=180)
+    healer.join()
+    assert process.returncode == 0, output
+    report = status(config)
+    assert report["counts"] == {"archived": MODELS}
+    assert report["attempts"]["model"] == MODELS
+    assert report["attempts"]["archive"] > MODELS  # the outage was really seen
+    assert verify(config)["returncode"] == 0
+
+
+def test_staged_outputs_gone_means_the_model_is_computed_again(tmp_path: Path, null_home: Path) -> None:
+    blocker = tmp_path / "blocked"
+    blocker.write_text("x\n")
+    config = write_config(
+        tmp_path / "run.yaml",
+        base_config(tmp_path, home=null_home, storage={"root": str(blocker / "archive")}, run={"archive_attempts": 1}),
+    )
+    assert cli("run", str(config)).returncode == 1
+    for scratch in (tmp_path / "scratch").iterdir():
+        shutil.rmtree(scratch)
+    blocker.unlink()
+    done = cli("resubmit", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = status(config)
+    assert report["counts"] == {"archived": MODELS}
+    assert report["attempts"]["model"] == 2 * MODELS
+    assert verify(config)["returncode"] == 0
+
+
+def test_ctrl_c_leaves_nothing_running(tmp_path: Path, null_home: Path) -> None:
+    slow_home = tmp_path / "slow-home"
+    shutil.copytree(null_home, slow_home, symlinks=True)
+    pdr = slow_home / "pdrexe"
+    pdr.write_text(pdr.read_text().replace('echo "null pdrexe: not KOSMA-tau"', 'sleep 30'))
+    config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=slow_home))
+    process = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    db = tmp_path / "ledger.sqlite"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if db.exists() and ledger_rows(db, "select count(*) from jobs where state='running'")[0][0] >= 2:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no job started running")
+    os.killpg(process.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
+    output, _ = process.communicate(timeout=90)
+    assert process.returncode == 130, output
+    assert ledger_rows(db, "select count(*) from jobs where state='running'") == [(0,)]
+    assert ledger_rows(db, "select count(*) from attempts where outcome='running'") == [(0,)]
+    assert ledger_rows(db, "select state, count(*) from jobs group by state") == [("pending", MODELS)]
