@@ -60,42 +60,54 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class GridCommon:
+    """What all models of one grid share; one object referenced by every ModelSpec."""
+
+    parameters: Mapping[str, ParamValue]  # defaults and fixed parameters
+    onion_species: tuple[str, ...]
+    network_species: tuple[str, ...]
+    elements: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model of the grid, everything its run needs and nothing about where it runs."""
 
     name: str
     model_hash: str
     axes: Mapping[str, float]  # metallicity, density, mass, fuv in physical units
-    parameters: Mapping[str, ParamValue]  # every KOSMA-tau parameter, resolved
-    onion_species: tuple[str, ...]
-    network_species: tuple[str, ...]
-    elements: Mapping[str, float]
+    own: Mapping[str, ParamValue]  # this model's parameters: from the axes, and the varied ones
+    common: GridCommon
     varied: Mapping[str, ParamValue] = field(default_factory=dict)  # non-axis parameters varied
+
+    @property
+    def parameters(self) -> dict[str, ParamValue]:
+        """Every KOSMA-tau parameter, resolved."""
+        return {**self.common.parameters, **self.own}
+
+    @property
+    def onion_species(self) -> tuple[str, ...]:
+        return self.common.onion_species
+
+    @property
+    def network_species(self) -> tuple[str, ...]:
+        return self.common.network_species
+
+    @property
+    def elements(self) -> Mapping[str, float]:
+        return self.common.elements
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model_hash": self.model_hash,
             "axes": dict(self.axes),
-            "parameters": dict(self.parameters),
+            "parameters": self.parameters,
             "onion_species": list(self.onion_species),
             "network_species": list(self.network_species),
             "elements": dict(self.elements),
             "varied": dict(self.varied),
         }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
-        return cls(
-            name=data["name"],
-            model_hash=data["model_hash"],
-            axes=data["axes"],
-            parameters=data["parameters"],
-            onion_species=tuple(data["onion_species"]),
-            network_species=tuple(data["network_species"]),
-            elements=data["elements"],
-            varied=data.get("varied", {}),
-        )
 
 
 def _finite(value: float, where: str) -> float:
@@ -209,6 +221,26 @@ def _elements(grid: GridConfig) -> dict[str, float]:
     return elements
 
 
+def _hash_document(
+    parameters: Mapping[str, Any], onion_species: Sequence[str], network_species: Sequence[str],
+    elements: Mapping[str, float], identity: Identity,
+) -> dict[str, Any]:
+    return {
+        "schema": HASH_SCHEMA,
+        "parameters": dict(parameters),
+        "onion_species": sorted(onion_species),
+        "network_species": list(network_species),  # order matters to the chemistry code
+        "elements": dict(elements),
+        "pdr_sha256": identity.pdr_sha256,
+        "onion_sha256": identity.onion_sha256,
+        "chem_rates_sha256": identity.chem_rates_sha256,
+    }
+
+
+def _canonical(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def model_hash(
     parameters: Mapping[str, ParamValue],
     onion_species: Sequence[str],
@@ -217,18 +249,38 @@ def model_hash(
     identity: Identity,
 ) -> str:
     """sha256 over everything that determines a model's outputs, in canonical JSON."""
-    document = {
-        "schema": HASH_SCHEMA,
-        "parameters": dict(sorted(parameters.items())),
-        "onion_species": sorted(onion_species),
-        "network_species": list(network_species),  # order matters to the chemistry code
-        "elements": dict(sorted(elements.items())),
-        "pdr_sha256": identity.pdr_sha256,
-        "onion_sha256": identity.onion_sha256,
-        "chem_rates_sha256": identity.chem_rates_sha256,
-    }
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    document = _hash_document(parameters, onion_species, network_species, elements, identity)
+    return hashlib.sha256(_canonical(document).encode()).hexdigest()
+
+
+class _HashTemplate:
+    """model_hash() for many models that differ in a few parameters, without redoing the rest.
+
+    The canonical JSON is rendered once with a placeholder for each per-model parameter and
+    split there; each model only serializes its own values. Same bytes, same hash, as
+    model_hash() over the full parameter set (a test checks it).
+    """
+
+    def __init__(self, common: GridCommon, own_keys: Sequence[str], identity: Identity) -> None:
+        self.keys = list(own_keys)
+        slots = {key: f"\x00slot{i}\x00" for i, key in enumerate(self.keys)}
+        document = _hash_document({**common.parameters, **slots}, common.onion_species, common.network_species,
+                                  common.elements, identity)
+        text = _canonical(document)
+        self.keys.sort(key=lambda key: text.index(json.dumps(slots[key])))  # in order of appearance
+        self.pieces: list[bytes] = []
+        for key in self.keys:
+            before, text = text.split(json.dumps(slots[key]), 1)
+            self.pieces.append(before.encode())
+        self.tail = text.encode()
+
+    def __call__(self, own: Mapping[str, ParamValue]) -> str:
+        digest = hashlib.sha256()
+        for piece, key in zip(self.pieces, self.keys, strict=True):
+            digest.update(piece)
+            digest.update(json.dumps(own[key], allow_nan=False).encode())
+        digest.update(self.tail)
+        return digest.hexdigest()
 
 
 def count_models(grid: GridConfig) -> int:
@@ -245,23 +297,32 @@ def expand_grid(config: Config, identity: Identity) -> Iterator[ModelSpec]:
     grid = config.grid
     axis_values = {axis: _axis_values(grid, axis) for axis in AXES}
     choices = _parameter_choices(grid)
-    elements = _elements(grid)
-    onion_species = tuple(config.kosma_tau.onion_species)
-    network = tuple(config.kosma_tau.network_species or DEFAULT_NETWORK_SPECIES)
     base = {p.name: p.default for p in PARAMETERS if p.default is not None}
     varied_names = [name for name, values in choices.items() if len(values) > 1]
     fixed = {name: values[0] for name, values in choices.items() if len(values) == 1}
+    common = GridCommon(
+        parameters={**base, **fixed},
+        onion_species=tuple(config.kosma_tau.onion_species),
+        network_species=tuple(config.kosma_tau.network_species or DEFAULT_NETWORK_SPECIES),
+        elements=_elements(grid),
+    )
+    own_keys = [*AXIS_PARAMETERS, *varied_names]
+    hash_of = _HashTemplate(common, own_keys, identity)
+    components = {axis: {v: name_component(axis, v) for v in values} for axis, values in axis_values.items()}
     seen: dict[str, Mapping[str, float]] = {}
     for metal, density, mass, fuv in itertools.product(*axis_values.values()):
         for combo in itertools.product(*(choices[name] for name in varied_names)):
             varied = dict(zip(varied_names, combo, strict=True))
-            params: dict[str, ParamValue] = {**base, **fixed, **varied}
-            alpha, rcore = float(params["alpha"]), float(params["rcore"])
+            merged = {**common.parameters, **varied}
+            alpha, rcore = float(merged["alpha"]), float(merged["rcore"])
             if not 0.0 <= alpha < 3.0:
                 raise ConfigError("grid.parameters.alpha: must be in [0, 3) for the clump density law")
-            params.update(xnsur=density, sint=fuv, zmetal=metal, rtot=clump_radius_cm(density, mass, alpha, rcore))
+            own: dict[str, ParamValue] = {
+                "xnsur": density, "sint": fuv, "zmetal": metal,
+                "rtot": clump_radius_cm(density, mass, alpha, rcore), **varied,
+            }
             axes = {"metallicity": metal, "density": density, "mass": mass, "fuv": fuv}
-            name = "_".join(name_component(axis, axes[axis]) for axis in AXES) + "_00"
+            name = "_".join(components[axis][axes[axis]] for axis in AXES) + "_00"
             name += "".join(f"_{key}{fortran_number(value)}" for key, value in varied.items())
             if name in seen:
                 raise ConfigError(
@@ -269,13 +330,4 @@ def expand_grid(config: Config, identity: Identity) -> Iterator[ModelSpec]:
                     "give values that differ by at least 1e-4 dex"
                 )
             seen[name] = axes
-            yield ModelSpec(
-                name=name,
-                model_hash=model_hash(params, onion_species, network, elements, identity),
-                axes=axes,
-                parameters=params,
-                onion_species=onion_species,
-                network_species=network,
-                elements=elements,
-                varied=varied,
-            )
+            yield ModelSpec(name=name, model_hash=hash_of(own), axes=axes, own=own, common=common, varied=varied)

@@ -104,3 +104,15 @@ def test_rendered_inputs_carry_the_model(tmp_path: Path, null_home: Path) -> Non
     assert len(document["dust"]["dust_to_gas_ratio"]) == 10
     assert document["element_abundances"]["Fe"] == 1.0e-6
     assert document["chemical_database_file"] == "pdrinpdata/chem_rates.dat"
+
+
+def test_fast_hash_equals_the_canonical_hash_over_all_parameters(tmp_path: Path, null_home: Path) -> None:
+    from pdrflow.grid import model_hash
+
+    models = _models(tmp_path, null_home, density=[1e3, 3e4], fuv=[10], parameters={"cosray": [2e-16, 5e-17]})
+    for model in models:
+        assert model.model_hash == model_hash(
+            model.parameters, model.onion_species, model.network_species, model.elements, IDENTITY)
+    # The same physics hashes the same whether a parameter is varied or fixed in the config.
+    fixed = _models(tmp_path, null_home, density=[1e3], fuv=[10], parameters={"cosray": 5e-17})[0]
+    assert fixed.model_hash == models[1].model_hash

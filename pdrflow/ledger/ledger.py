@@ -144,20 +144,18 @@ class Ledger:
                 hashes = [spec.model_hash for spec in new_specs]
                 ids = _model_ids(session, hashes)
                 missing = {spec.model_hash: spec for spec in new_specs if spec.model_hash not in ids}
-                if missing:
-                    now = utcnow()
-                    session.execute(
-                        insert(Model),
-                        [{"model_hash": s.model_hash, "summary": {"axes": dict(s.axes), "varied": dict(s.varied)},
-                          "created_at": now} for s in missing.values()],
-                    )
-                    ids.update(_model_ids(session, list(missing)))
-                existing = ids
                 now = utcnow()
+                if missing:
+                    # Core inserts: the ORM's bulk path costs seconds per 100k rows here.
+                    session.execute(Model.__table__.insert(),
+                                    [{"model_hash": h, "created_at": now} for h in missing])
+                    ids.update(_model_ids(session, list(missing)))
                 session.execute(
-                    insert(Job),
+                    Job.__table__.insert(),
                     [
-                        {"grid_id": grid.id, "model_id": existing[s.model_hash], "name": s.name,
+                        {"grid_id": grid.id, "model_id": ids[s.model_hash], "name": s.name,
+                         "metallicity": s.axes["metallicity"], "density": s.axes["density"], "mass": s.axes["mass"],
+                         "fuv": s.axes["fuv"], "varied": dict(s.varied) or None,
                          "state": JobState.PENDING.value, "created_at": now, "updated_at": now}
                         for s in new_specs
                     ],

@@ -48,7 +48,7 @@ class AttemptOutcome(enum.StrEnum):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON(none_as_null=True)}
 
 
 class Grid(Base):
@@ -65,8 +65,7 @@ class Model(Base):
     __tablename__ = "models"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    model_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    summary: Mapped[dict[str, Any]]  # axes and varied parameters (full parameters: in provenance)
+    model_hash: Mapped[str] = mapped_column(String(64), unique=True)  # full parameters: in job provenance
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -84,6 +83,12 @@ class Job(Base):
     grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id"))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     name: Mapped[str] = mapped_column(String(255))
+    # The grid axes in physical units (columns, so grid maps and filters are plain queries).
+    metallicity: Mapped[float]
+    density: Mapped[float]
+    mass: Mapped[float]
+    fuv: Mapped[float]
+    varied: Mapped[dict[str, Any] | None]  # parameters varied besides the axes
     state: Mapped[str] = mapped_column(String(20), default=JobState.PENDING.value)
     reason: Mapped[str | None] = mapped_column(Text)
     staged_dir: Mapped[str | None] = mapped_column(Text)  # scratch dir holding the outputs to archive
