@@ -1,4 +1,8 @@
-"""The ``pdrflow`` command. Exit codes: 0 all archived/verified, 1 some jobs failed, 2 bad input."""
+"""The ``pdrflow`` command.
+
+Exit codes: 0 all archived (verified), 1 some jobs failed, 2 bad input or the run could not
+start (ledger schema out of date, grid held by another driver), 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import Config, load_config
-from .errors import ConfigError
+from .errors import ConfigError, LedgerError
 from .ledger import JobState, Ledger
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -28,12 +32,12 @@ def _ledger_exists(config: Config) -> bool:
     return not url.drivername.startswith("sqlite") or (url.database is not None and Path(url.database).exists())
 
 
-def _open_ledger(config: Config) -> Ledger:
+def _open_ledger(config: Config, patience: float = 20.0) -> Ledger:
     if config.database.sqlalchemy_url().drivername.startswith("sqlite"):
         database = config.database.sqlalchemy_url().database
         if database:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-    return Ledger(config.database.sqlalchemy_url())
+    return Ledger(config.database.sqlalchemy_url(), patience=patience)
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -118,7 +122,7 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
     from .driver import RESUBMIT_STATES, RUN_STATES, Driver, Event, Outcome, plan_run
 
     plan = plan_run(config)  # all checks before anything is written
-    ledger = _open_ledger(config)
+    ledger = _open_ledger(config, patience=300.0)  # the driver waits out a database restart
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[states]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
@@ -170,12 +174,70 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
     return EXIT_OK
 
 
+def cmd_show(config: Config, args: argparse.Namespace, console: Console) -> int:
+    details = None
+    if _ledger_exists(config):
+        ledger = _open_ledger(config)
+        try:
+            details = ledger.job_details(config.grid.name, args.job)
+        finally:
+            ledger.close()
+    if details is None:
+        print(f"pdrflow: error: no job {args.job!r} in grid {config.grid.name!r}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(details, indent=2))
+        return EXIT_OK
+    prov = details["provenance"]
+    console.print(f"[bold]{details['name']}[/] (job {details['id']}, grid {details['grid']}): "
+                  f"[{_STYLE.get(details['state'], 'white')}]{details['state']}[/]"
+                  + (f" - {details['reason']}" if details["reason"] else ""))
+    console.print(f"model hash {details['model_hash']}")
+    console.print("axes: " + ", ".join(f"{k}={v:g}" for k, v in details["axes"].items()))
+    for key in ("pdr_executable", "onion_executable"):
+        if key in prov:
+            exe = prov[key]
+            console.print(f"{key}: {exe['path']} revision {exe.get('revision')} compiled {exe.get('compiled')} "
+                          f"sha256 {exe['sha256'][:16]}")
+    if "chem_rates" in prov:
+        console.print(f"chem rates: {prov['chem_rates']['file']} sha256 {prov['chem_rates']['sha256'][:16]}")
+    if prov:
+        console.print(f"ran on {prov.get('host')} ({prov.get('worker')}), slurm job {prov.get('slurm_job_id')}, "
+                      f"{prov.get('started')} to {prov.get('ended')}, exit codes {prov.get('exit_codes')}")
+    table = Table(title="attempts")
+    for column in ("kind", "outcome", "started", "ended", "host", "error"):
+        table.add_column(column)
+    for a in details["attempts"]:
+        table.add_row(a["kind"], a["outcome"], a["started_at"], a["ended_at"] or "", a["host"] or "", a["error"] or "")
+    console.print(table)
+    console.print(f"{len(details['files'])} archived files, {sum(f['size'] for f in details['files'])} bytes")
+    return EXIT_OK
+
+
+def cmd_db(config: Config, args: argparse.Namespace, console: Console) -> int:
+    from .ledger.ledger import make_engine
+    from .ledger.migrate import current_revision, head_revision, upgrade
+
+    engine = make_engine(config.database.sqlalchemy_url())
+    try:
+        before = current_revision(engine)
+        if args.action == "upgrade":
+            upgrade(engine)
+            console.print(f"ledger schema: {before or 'empty'} -> {current_revision(engine)}")
+        else:
+            console.print(f"ledger schema: {before or 'empty'} (this pdrflow: {head_revision()})")
+    finally:
+        engine.dispose()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pdrflow", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "run every model of the grid that is not archived yet"),
+        ("resume", "the same as run: continue a grid after a stopped or crashed driver"),
         ("resubmit", "drive failed jobs again: archival only where staged outputs remain, else a rerun"),
         ("status", "job counts by state and the failing jobs, from the ledger"),
         ("verify", "check every archived file exists with its recorded size and sha256"),
@@ -184,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("config", help="the run's YAML config file")
         if name in ("status", "verify"):
             sub.add_argument("--json", action="store_true", help="machine-readable output")
+    show = commands.add_parser("show", help="one job's provenance, attempts and archived files")
+    show.add_argument("config")
+    show.add_argument("job", help="job name (e.g. 100_30_-10_10_00) or id")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    db = commands.add_parser("db", help="ledger schema: `upgrade` applies migrations, `current` shows the revision")
+    db.add_argument("action", choices=["upgrade", "current"])
+    db.add_argument("config")
     return parser
 
 
@@ -193,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pdrflow").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("distributed").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     console = Console(stderr=False, highlight=False)
     try:
         config = load_config(args.config)
@@ -200,8 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_status(config, args, console)
         if args.command == "verify":
             return cmd_verify(config, args, console)
+        if args.command == "show":
+            return cmd_show(config, args, console)
+        if args.command == "db":
+            return cmd_db(config, args, console)
         return cmd_run(config, args, console, resubmit=args.command == "resubmit")
-    except ConfigError as exc:
+    except (ConfigError, LedgerError) as exc:
+        # Nothing was run: bad input, or the ledger refused to start (old schema, grid held).
         print(f"pdrflow: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

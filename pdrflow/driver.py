@@ -25,8 +25,9 @@ from .errors import LedgerError, ModelFailed, StorageFailed
 from .grid import ModelSpec, expand_grid
 from .kosma.installation import Installation, executable_version, resolve_installation
 from .ledger import JobRef, JobState, Ledger
+from .ledger.lease import GridLease
 from .tasks.archive import archive_job
-from .tasks.resources import WorkerResources
+from .tasks.resources import WorkerResources, kill_running_models
 from .tasks.run import run_model
 from .tasks.types import Manifest, ModelJob, RunSettings
 
@@ -110,10 +111,20 @@ class Driver:
         self._queue: deque[tuple[Action, int]] = deque()
         self._delayed: list[tuple[float, int]] = []  # (ready at, job id) archival retries
         self._in_flight: dict[Future, tuple[Action, int]] = {}
+        self.lease: GridLease | None = None
 
     # ---- the public entry point -----------------------------------------------------------
 
     def run(self, states: tuple[JobState, ...] = RUN_STATES) -> Outcome:
+        with GridLease(self.ledger, self.config.grid.name) as lease:
+            self.lease = lease
+            if lease.took_over:
+                self.on_event(Event("resume", "-", f"took over the grid from a stopped driver ({lease.took_over})"))
+            return self._run(states)
+
+    def _run(self, states: tuple[JobState, ...]) -> Outcome:
+        # We hold the lease: anything still marked running belongs to a driver that is gone.
+        self.ledger.recover_grid(self.config.grid.name, "interrupted: the previous driver stopped")
         registration = self.ledger.register_grid(self.config.grid.name, self.plan.specs.values())
         self.outcome.registered = registration.total
         self.outcome.new = registration.new
@@ -131,7 +142,11 @@ class Driver:
                 if cluster.dashboard_link:
                     self.on_event(Event("dashboard", "-", cluster.dashboard_link))
                 cluster.client.register_plugin(WorkerResources())
-                self._loop(cluster)
+                try:
+                    self._loop(cluster)
+                except BaseException:
+                    self._stop_work(cluster)
+                    raise
         except BaseException as exc:
             # Leaving the with-block closed the cluster, so no task can still write: settle now.
             self.outcome.interrupted = isinstance(exc, KeyboardInterrupt)
@@ -139,12 +154,19 @@ class Driver:
             raise
         return self.outcome
 
+    def _stop_work(self, cluster: ClusterHandle) -> None:
+        """Cancel what is in flight and kill running KOSMA-tau steps before the cluster closes."""
+        for future in self._in_flight:
+            future.cancel()
+        try:
+            cluster.client.run(kill_running_models, wait=True, on_error="ignore")
+        except Exception:  # noqa: BLE001 - best effort while shutting down
+            log.debug("could not reach every worker to stop its models", exc_info=True)
+
     def _first_action(self, job: JobRef) -> tuple[Action, int]:
         if job.state in (JobState.COMPUTED, JobState.FAILED_STORAGE) and job.staged_dir:
             return (Action.ARCHIVE, job.id)
-        if job.state == JobState.RUNNING:  # left by a driver that died: its run is lost
-            self.ledger.requeue_running([job.id], "run lost: the previous driver stopped")
-        elif job.state in (JobState.COMPUTED, JobState.FAILED_STORAGE, JobState.FAILED_MODEL):
+        if job.state in (JobState.COMPUTED, JobState.FAILED_STORAGE, JobState.FAILED_MODEL):
             self.ledger.requeue(job.id, f"resubmitted after {job.state}")
         return (Action.RUN, job.id)
 
@@ -156,6 +178,8 @@ class Driver:
     def _loop(self, cluster: ClusterHandle) -> None:
         window = self._window(cluster)
         while self._queue or self._delayed or self._in_flight:
+            if self.lease is not None and self.lease.lost.is_set():
+                raise LedgerError("another driver took this grid over; stopping")
             now = time.monotonic()
             while self._delayed and self._delayed[0][0] <= now:
                 _, job_id = heapq.heappop(self._delayed)
@@ -233,6 +257,11 @@ class Driver:
             self.on_event(Event("archived", name))
             return
         error = future.exception()
+        if self.ledger.job(job_id).state == JobState.ARCHIVED:
+            # The commit went through although its acknowledgement was lost (connection dropped).
+            self.outcome.archived += 1
+            self.on_event(Event("archived", name))
+            return
         if isinstance(error, StorageFailed) and error.staged_missing:
             self.ledger.requeue(job_id, f"staged outputs gone: {error.reason}")
             self.on_event(Event("rerun", name, "staged outputs are gone; computing the model again"))

@@ -14,6 +14,7 @@ import yaml
 
 NULL_PDR = """#!/bin/sh
 # null KOSMA-tau PDR code: writes the contract's files and nothing else
+if [ "$1" = "--version" ]; then echo "null pdrexe"; echo "Revision: null-1"; echo "compiled the Nov 28 2026 at 12:00:00"; exit 0; fi
 echo "null pdrexe: not KOSMA-tau"
 if [ "$NULL_PDR_FAIL" = "1" ]; then echo "null pdrexe: failing on request"; exit 7; fi
 sum=$(cksum < PDRNEW.INP)
@@ -25,6 +26,7 @@ echo "mcdrt $sum" > Out/mrt.dat
 
 NULL_ONION = """#!/bin/sh
 # null onion: reads the species from ONION3.INP, writes its six files, touches the structure file
+if [ "$1" = "--version" ]; then echo "Revision: null-1"; exit 0; fi
 read species < ONION3.INP
 [ -f CTRL_IND ] || { echo "null onionexe: CTRL_IND missing"; exit 3; }
 for f in "jerg_$species.smli" "jerg_$species.srli" "jtemp_$species.smli" "jtemp_$species.smlc" \\

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -41,6 +43,18 @@ def test_grid_is_archived_with_contract_names_and_verified(tmp_path: Path, null_
         data = (tmp_path / "archive" / path).read_bytes()
         assert (len(data), hashlib.sha256(data).hexdigest()) == (size, digest)
     assert not any((tmp_path / "scratch").iterdir())  # scratch removed once archived
+
+    shown = cli("show", str(config), "100_30_-10_10_00", "--json")
+    assert shown.returncode == 0, shown.stderr
+    details = json.loads(shown.stdout)
+    assert details["state"] == "archived" and len(details["files"]) == FILES_PER_MODEL
+    provenance = details["provenance"]
+    assert provenance["pdr_executable"]["revision"] == "null-1"
+    assert provenance["pdr_executable"]["compiled"] == "Nov 28 2026 at 12:00:00"
+    assert provenance["pdr_executable"]["sha256"] == hashlib.sha256((null_home / "pdrexe").read_bytes()).hexdigest()
+    assert provenance["exit_codes"] == {"pdr": 0, "onion": {"CO": 0, "C+": 0, "C": 0, "O": 0}}
+    assert provenance["model"]["parameters"]["xnsur"] == 1000.0
+    assert [a["kind"] for a in details["attempts"]] == ["model", "archive"]
 
     report = verify(config)
     assert report == {"grid": "testgrid", "checked": MODELS * FILES_PER_MODEL, "ok": MODELS * FILES_PER_MODEL,
@@ -123,9 +137,12 @@ def test_storage_outage_that_heals_during_the_run_ends_archived(tmp_path: Path, 
         db = tmp_path / "ledger.sqlite"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if db.exists() and ledger_rows(db, "select count(*) from attempts where kind='archive' and "
-                                               "outcome='failed'")[0][0] >= MODELS:
-                break
+            try:
+                failed = ledger_rows(db, "select count(*) from attempts where kind='archive' and outcome='failed'")
+                if failed[0][0] >= MODELS:
+                    break
+            except sqlite3.Error:  # the schema may not exist yet
+                pass
             time.sleep(0.1)
         blocker.unlink()
 
@@ -161,18 +178,17 @@ def test_staged_outputs_gone_means_the_model_is_computed_again(tmp_path: Path, n
 
 
 def test_ctrl_c_leaves_nothing_running(tmp_path: Path, null_home: Path) -> None:
-    slow_home = tmp_path / "slow-home"
-    shutil.copytree(null_home, slow_home, symlinks=True)
-    pdr = slow_home / "pdrexe"
-    pdr.write_text(pdr.read_text().replace('echo "null pdrexe: not KOSMA-tau"', 'sleep 30'))
-    config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=slow_home))
+    config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=_slow_home(tmp_path, null_home, 30)))
     process = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     db = tmp_path / "ledger.sqlite"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if db.exists() and ledger_rows(db, "select count(*) from jobs where state='running'")[0][0] >= 2:
-            break
+        try:
+            if ledger_rows(db, "select count(*) from jobs where state='running'")[0][0] >= 2:
+                break
+        except sqlite3.Error:  # the schema may not exist yet
+            pass
         time.sleep(0.1)
     else:
         raise AssertionError("no job started running")
@@ -182,3 +198,58 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path, null_home: Path) -> None:
     assert ledger_rows(db, "select count(*) from jobs where state='running'") == [(0,)]
     assert ledger_rows(db, "select count(*) from attempts where outcome='running'") == [(0,)]
     assert ledger_rows(db, "select state, count(*) from jobs group by state") == [("pending", MODELS)]
+
+
+def _slow_home(tmp_path: Path, null_home: Path, seconds: int) -> Path:
+    slow_home = tmp_path / "slow-home"
+    shutil.copytree(null_home, slow_home, symlinks=True)
+    pdr = slow_home / "pdrexe"
+    pdr.write_text(pdr.read_text().replace('echo "null pdrexe: not KOSMA-tau"', f"sleep {seconds}"))
+    return slow_home
+
+
+def _wait_for(db: Path, query: str, at_least: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ledger_rows(db, query)[0][0] >= at_least:
+                return
+        except sqlite3.Error:  # the schema may not exist yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {query}")
+
+
+def test_a_second_driver_on_the_same_grid_is_refused(tmp_path: Path, null_home: Path) -> None:
+    config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=_slow_home(tmp_path, null_home, 3)))
+    first = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    _wait_for(tmp_path / "ledger.sqlite", "select count(*) from jobs where state='running'", 1)
+    second = cli("run", str(config))
+    assert second.returncode == 2
+    assert "is being run by another driver" in second.stderr
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, output
+    assert status(config)["attempts"]["model"] == MODELS  # the refused driver ran nothing
+
+
+def test_driver_killed_hard_then_resumed_recomputes_nothing_archived(tmp_path: Path, null_home: Path) -> None:
+    config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=_slow_home(tmp_path, null_home, 2),
+                                                             cluster={"n_workers": 1}))
+    driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    db = tmp_path / "ledger.sqlite"
+    _wait_for(db, "select count(*) from jobs where state='archived'", 1)
+    os.killpg(driver.pid, signal.SIGKILL)  # driver, scheduler and workers die at once
+    driver.wait()
+    archived_before = {name for (name,) in ledger_rows(db, "select name from jobs where state='archived'")}
+    assert 1 <= len(archived_before) < MODELS
+    resumed = cli("resume", str(config))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "took over the grid from a stopped driver" in resumed.stdout
+    assert ledger_rows(db, "select state, count(*) from jobs group by state") == [("archived", MODELS)]
+    for name in archived_before:  # no archived model ran again
+        assert ledger_rows(db, "select count(*) from attempts a join jobs j on a.job_id = j.id "
+                               "where j.name = ? and a.kind = 'model'", name) == [(1,)]
+    assert ledger_rows(db, "select count(*) from attempts where outcome='running'") == [(0,)]
+    assert verify(config)["returncode"] == 0

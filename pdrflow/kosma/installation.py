@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,16 +104,21 @@ class ExecutableVersion:
     output: str
 
 
-def executable_version(executable: Path, timeout: float = 30.0) -> ExecutableVersion:
-    """Run ``<exe> --version`` and pick out the revision and compile-date lines."""
-    try:
-        done = subprocess.run(
-            [str(executable), "--version"], capture_output=True, text=True, timeout=timeout, check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        output = (done.stdout + done.stderr)[:4000]
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return ExecutableVersion(None, None, f"--version failed: {exc}")
+def executable_version(executable: Path, timeout: float = 10.0) -> ExecutableVersion:
+    """Run ``<exe> --version`` and pick out the revision and compile-date lines.
+
+    It runs in an empty temporary directory with a short timeout: an executable that ignored
+    the flag and started a model must neither write into the caller's directory nor hold it up.
+    """
+    with tempfile.TemporaryDirectory(prefix="pdrflow-version-") as empty:
+        try:
+            done = subprocess.run(
+                [str(executable), "--version"], capture_output=True, text=True, timeout=timeout, check=False,
+                stdin=subprocess.DEVNULL, cwd=empty, errors="replace",
+            )
+            output = (done.stdout + done.stderr)[:4000]
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return ExecutableVersion(None, None, f"--version failed: {type(exc).__name__}")
     revision = re.search(r"Revision:\s*(\S+)", output)
     compiled = re.search(r"compiled\s+the\s+(.+?)\s*$", output, re.MULTILINE)
     return ExecutableVersion(

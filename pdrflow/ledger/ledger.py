@@ -7,27 +7,31 @@ with bounded backoff, never by matching message text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from ..errors import ConfigError, LedgerError
 from ..grid import ModelSpec
 from ..storage.base import StoredFile
+from .migrate import ensure_schema
+
+P = ParamSpec("P")
+T = TypeVar("T")
 from .schema import (
     ALLOWED_TRANSITIONS,
     ArchivedFile,
     Attempt,
     AttemptKind,
     AttemptOutcome,
-    Base,
     Grid,
     Job,
     JobState,
@@ -35,12 +39,28 @@ from .schema import (
     utcnow,
 )
 
-_transient_db_errors = retry(
-    retry=retry_if_exception_type(OperationalError),
-    stop=stop_after_attempt(6),
-    wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
-    reraise=True,
-)
+def _transient(error: BaseException) -> bool:
+    """Worth retrying: by error class (lock, dropped connection, deadlock), never by message text."""
+    return isinstance(error, OperationalError) or (isinstance(error, DBAPIError) and error.connection_invalidated)
+
+
+def _transient_db_errors(method: Callable[P, T]) -> Callable[P, T]:
+    """Retry a whole ledger operation (a fresh transaction each time) for ``self.patience`` seconds."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        ledger = args[0]
+        for attempt in Retrying(
+            retry=retry_if_exception(_transient),
+            stop=stop_after_delay(ledger.patience),  # type: ignore[attr-defined]
+            wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
+            reraise=True,
+        ):
+            with attempt:
+                return method(*args, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -89,11 +109,15 @@ def _model_ids(session: Session, hashes: Sequence[str]) -> dict[str, int]:
 
 
 class Ledger:
-    def __init__(self, url: URL | str, *, create: bool = True) -> None:
+    def __init__(self, url: URL | str, *, create: bool = True, patience: float = 20.0) -> None:
+        """``create``: make the schema in an empty database and check its revision (the driver);
+        workers pass False and trust the driver's check. ``patience``: seconds a call keeps
+        retrying transient database errors before it raises."""
+        self.patience = patience
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
-            Base.metadata.create_all(self.engine)
+            ensure_schema(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -164,10 +188,12 @@ class Ledger:
 
     # ---- queries --------------------------------------------------------------------------
 
+    @_transient_db_errors
     def grid_id(self, grid_name: str) -> int | None:
         with self._session() as session:
             return session.scalar(select(Grid.id).where(Grid.name == grid_name))
 
+    @_transient_db_errors
     def jobs(self, grid_name: str, states: Sequence[JobState] | None = None) -> list[JobRef]:
         query = (
             select(Job.id, Job.name, Job.state, Model.model_hash, Job.staged_dir, Job.reason)
@@ -184,6 +210,7 @@ class Ledger:
                 for row in session.execute(query)
             ]
 
+    @_transient_db_errors
     def job(self, job_id: int) -> JobRef:
         with self._session() as session:
             row = session.execute(
@@ -193,6 +220,7 @@ class Ledger:
             ).one()
             return JobRef(row.id, row.name, JobState(row.state), row.model_hash, row.staged_dir, row.reason)
 
+    @_transient_db_errors
     def state_counts(self, grid_name: str) -> dict[str, int]:
         with self._session() as session:
             rows = session.execute(
@@ -201,6 +229,7 @@ class Ledger:
             )
             return {state: count for state, count in rows}
 
+    @_transient_db_errors
     def attempt_counts(self, grid_name: str) -> dict[str, int]:
         with self._session() as session:
             rows = session.execute(
@@ -214,6 +243,7 @@ class Ledger:
             counts.update({kind: count for kind, count in rows})
             return counts
 
+    @_transient_db_errors
     def archived_files(self, grid_name: str) -> list[tuple[str, str, int, str]]:
         """(job name, path, size, sha256) of every file recorded as archived in the grid."""
         with self._session() as session:
@@ -225,6 +255,34 @@ class Ledger:
                 .order_by(ArchivedFile.path)
             )
             return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    @_transient_db_errors
+    def job_details(self, grid_name: str, job: str) -> dict[str, Any] | None:
+        """Everything the ledger knows of one job (by name or id): provenance, attempts, files."""
+        with self._session() as session:
+            query = select(Job).join(Grid, Job.grid_id == Grid.id).where(Grid.name == grid_name)
+            query = query.where(Job.id == int(job)) if job.isdigit() else query.where(Job.name == job)
+            row = session.scalar(query)
+            if row is None:
+                return None
+            attempts = session.scalars(select(Attempt).where(Attempt.job_id == row.id).order_by(Attempt.id))
+            files = session.scalars(select(ArchivedFile).where(ArchivedFile.job_id == row.id)
+                                    .order_by(ArchivedFile.path))
+            return {
+                "id": row.id, "name": row.name, "grid": grid_name, "state": row.state, "reason": row.reason,
+                "model_hash": row.model.model_hash,
+                "axes": {"metallicity": row.metallicity, "density": row.density, "mass": row.mass, "fuv": row.fuv},
+                "varied": row.varied or {}, "staged_dir": row.staged_dir, "staged_host": row.staged_host,
+                "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
+                "provenance": row.provenance or {},
+                "attempts": [
+                    {"kind": a.kind, "outcome": a.outcome, "started_at": a.started_at.isoformat(),
+                     "ended_at": a.ended_at.isoformat() if a.ended_at else None, "host": a.host,
+                     "worker": a.worker, "slurm_job_id": a.slurm_job_id, "error": a.error}
+                    for a in attempts
+                ],
+                "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
+            }
 
     # ---- transitions -----------------------------------------------------------------------
 
@@ -249,10 +307,11 @@ class Ledger:
         )
 
     @_transient_db_errors
-    def start_model(self, job_id: int, host: str, worker: str | None) -> int:
+    def start_model(self, job_id: int, host: str, worker: str | None, slurm_job_id: str | None = None) -> int:
         with self._session() as session:
             self._move(session, job_id, JobState.RUNNING)
-            attempt = Attempt(job_id=job_id, kind=AttemptKind.MODEL.value, host=host, worker=worker)
+            attempt = Attempt(job_id=job_id, kind=AttemptKind.MODEL.value, host=host, worker=worker,
+                              slurm_job_id=slurm_job_id)
             session.add(attempt)
             session.flush()
             return attempt.id
@@ -338,6 +397,28 @@ class Ledger:
                     .values(outcome=AttemptOutcome.INTERRUPTED.value, error=reason, ended_at=utcnow())
                 )
         return moved
+
+    @_transient_db_errors
+    def recover_grid(self, grid_name: str, reason: str) -> tuple[int, int]:
+        """After taking the grid's lease: whatever a dead driver left running was interrupted.
+
+        Returns (jobs back to pending, attempts closed)."""
+        with self._session() as session:
+            grid_id = session.scalar(select(Grid.id).where(Grid.name == grid_name))
+            if grid_id is None:
+                return 0, 0
+            grid_jobs = select(Job.id).where(Job.grid_id == grid_id)
+            jobs = session.execute(  # no subquery on jobs itself: MySQL refuses that in an UPDATE
+                update(Job).where(Job.grid_id == grid_id, Job.state == JobState.RUNNING.value)
+                .values(state=JobState.PENDING.value, reason=reason, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            attempts = session.execute(
+                update(Attempt).where(Attempt.job_id.in_(grid_jobs), Attempt.outcome == AttemptOutcome.RUNNING.value)
+                .values(outcome=AttemptOutcome.INTERRUPTED.value, error=reason, ended_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        return jobs or 0, attempts or 0  # type: ignore[return-value]
 
     @_transient_db_errors
     def end_open_archive_attempts(self, job_ids: Iterable[int], reason: str) -> None:

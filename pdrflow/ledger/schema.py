@@ -115,7 +115,39 @@ class Attempt(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime)
     host: Mapped[str | None] = mapped_column(String(255))
     worker: Mapped[str | None] = mapped_column(String(255))
+    slurm_job_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class DriverLease(Base):
+    """At most one live driver per grid: the holder heartbeats; a stale lease may be taken over."""
+
+    __tablename__ = "driver_leases"
+
+    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))  # a random id per driver process
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WorkerJob(Base):
+    """A batch-system job (e.g. a SLURM worker job) that a driver submitted and must cancel."""
+
+    __tablename__ = "worker_jobs"
+    __table_args__ = (
+        UniqueConstraint("scheduler", "external_id", name="uq_worker_jobs_external"),
+        Index("ix_worker_jobs_grid_open", "grid_id", "ended_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id"))
+    owner: Mapped[str] = mapped_column(String(64))  # the driver that submitted it
+    scheduler: Mapped[str] = mapped_column(String(16))  # "slurm"
+    external_id: Mapped[str] = mapped_column(String(64))  # e.g. the SLURM job id
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ArchivedFile(Base):

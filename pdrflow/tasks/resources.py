@@ -7,6 +7,9 @@ task on that worker, instead of a connection per call or per file. Outside a Das
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +31,8 @@ class WorkerResources(WorkerPlugin):
         self._lock = threading.Lock()
         self._ledgers: dict[str, Ledger] = {}
         self._storages: dict[str, Storage] = {}
+        self._process_groups: set[int] = set()  # KOSMA-tau steps running on this worker
+        self.stopping = threading.Event()  # set once the driver stopped: kills are interruptions
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # sent to workers empty; each process opens its own connections
@@ -49,7 +54,26 @@ class WorkerResources(WorkerPlugin):
                 self._storages[key] = open_storage(settings.storage)
             return self._storages[key]
 
+    def track(self, pgid: int) -> None:
+        with self._lock:
+            self._process_groups.add(pgid)
+
+    def untrack(self, pgid: int) -> None:
+        with self._lock:
+            self._process_groups.discard(pgid)
+
+    def kill_running(self) -> int:
+        """Kill every KOSMA-tau step of this worker (its own session, so no signal reaches it otherwise)."""
+        self.stopping.set()
+        with self._lock:
+            groups = list(self._process_groups)
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        return len(groups)
+
     def teardown(self, worker: Any) -> None:
+        self.kill_running()
         with self._lock:
             for storage in self._storages.values():
                 storage.close()
@@ -66,6 +90,29 @@ def _plugin() -> WorkerResources | None:
         return None
     plugin = worker.plugins.get(PLUGIN_NAME)
     return plugin if isinstance(plugin, WorkerResources) else None
+
+
+def kill_running_models() -> int:
+    """Run on every worker (``client.run``) when the driver stops: no KOSMA-tau left behind."""
+    plugin = _plugin()
+    return plugin.kill_running() if plugin is not None else 0
+
+
+@contextmanager
+def tracked_process_group(pgid: int) -> Iterator[threading.Event]:
+    """Let the worker kill this step when the driver stops; yields the worker's "stopping" flag.
+
+    The flag is taken now, while the worker exists: once it closes, get_worker() fails.
+    """
+    plugin = _plugin()
+    if plugin is None:
+        yield threading.Event()
+        return
+    plugin.track(pgid)
+    try:
+        yield plugin.stopping
+    finally:
+        plugin.untrack(pgid)
 
 
 def worker_name() -> str | None:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import gzip
 import tarfile
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +24,16 @@ from ..errors import ModelFailed
 from ..kosma import layout
 from ..kosma.inputs import CHEM_RATES_LINK, render_pdr_config_json, render_pdrnew_inp
 from ..storage.base import sha256_file
-from .resources import task_ledger, worker_name
+from .resources import task_ledger, tracked_process_group, worker_name
 from .types import MANIFEST_FILE, Manifest, ModelJob, RunSettings, StagedFile
 
 
 class _StepFailed(Exception):
     pass
+
+
+class ModelInterrupted(Exception):
+    """The driver stopped while the model ran: the job goes back to pending, not failed."""
 
 
 def _now() -> str:
@@ -51,8 +56,10 @@ def _run_step(argv: list[str], cwd: Path, log: Path, timeout: float, label: str)
         process = subprocess.Popen(
             argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
+        stopping = threading.Event()
         try:
-            code = process.wait(timeout=timeout)
+            with tracked_process_group(process.pid) as stopping:
+                code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -62,6 +69,8 @@ def _run_step(argv: list[str], cwd: Path, log: Path, timeout: float, label: str)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise
+    if code != 0 and stopping.is_set():
+        raise ModelInterrupted(f"{label} was stopped with the driver")
     if code != 0:
         detail = _last_line(log)
         raise _StepFailed(f"{label} exited with code {code}" + (f"; last output: {detail}" if detail else ""))
@@ -178,7 +187,7 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
         "started": _now(),
     }
     with task_ledger(settings) as ledger:
-        attempt_id = ledger.start_model(job.job_id, host, worker_name())
+        attempt_id = ledger.start_model(job.job_id, host, worker_name(), os.environ.get("SLURM_JOB_ID"))
     scratch: Path | None = None
     error: str | None = None
     manifest: Manifest | None = None
@@ -191,6 +200,10 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
         (scratch / MANIFEST_FILE).write_text(manifest.to_json())
     except _StepFailed as exc:
         error = str(exc)
+    except ModelInterrupted as exc:
+        with task_ledger(settings) as ledger:
+            ledger.requeue_running([job.job_id], f"interrupted: {exc}")
+        raise
     except OSError as exc:
         error = f"cannot prepare or read the scratch directory: {exc.strerror or exc} ({exc.filename})"
     provenance.setdefault("ended", _now())

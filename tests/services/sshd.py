@@ -1,0 +1,309 @@
+"""A real OpenSSH sshd on 127.0.0.1 for the SFTP tests and benchmarks.
+
+Each :class:`Sshd` runs in its own temporary directory, on a free port, with a throwaway
+ed25519 host key and a throwaway client key. It is stopped by PID (the listener and the
+per-connection processes it forked) and ``stop`` waits until they are gone, so the same
+port can be reused by a restart. Nothing here installs packages: CI installs
+``openssh-server`` and ``openssh-client`` before the tests run.
+
+Also: :class:`SystemUser` creates (and removes) a throwaway non-root Unix user, for
+password authentication and "permission denied" tests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SSHD = Path("/usr/sbin/sshd")
+SSH_KEYGEN = "ssh-keygen"
+_TIMEOUT = 30.0
+
+
+class SshdUnavailable(RuntimeError):
+    """OpenSSH's sshd is not installed."""
+
+
+def require_sshd() -> None:
+    """In CI a missing sshd is an error (the CI script must install it); elsewhere a skip."""
+    if SSHD.exists() and shutil.which(SSH_KEYGEN):
+        return
+    message = "OpenSSH server not installed (apt-get install openssh-server openssh-client)"
+    if os.environ.get("CI", "").lower() == "true":
+        raise SshdUnavailable(message)
+    import pytest  # only the test suite reaches this branch
+
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (bind port 0 and let the kernel choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def keygen(path: Path, comment: str = "pdrflow-test") -> str:
+    """Create an unencrypted ed25519 key pair; return the public key line."""
+    subprocess.run(
+        [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        timeout=_TIMEOUT,
+        capture_output=True,
+    )
+    return path.with_suffix(path.suffix + ".pub").read_text().strip()
+
+
+def _children(pid: int) -> list[int]:
+    """All descendants of ``pid`` (sshd forks one process per connection, plus privsep children)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The command name may contain spaces and parentheses: split after the last ")".
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie is gone for our purposes (its parent has not reaped it yet)
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"processes {pids} did not exit within {timeout} s")
+        time.sleep(0.02)
+
+
+@dataclass
+class SystemUser:
+    """A throwaway non-root Unix user (created with useradd, removed with userdel)."""
+
+    name: str
+    home: Path
+    uid: int
+    gid: int
+    password: str | None = None
+
+    @classmethod
+    def create(cls, prefix: str = "pdrsftp", password: str | None = None) -> SystemUser:
+        name = f"{prefix}{secrets.token_hex(3)}"
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", name],
+            check=True,
+            timeout=_TIMEOUT,
+            capture_output=True,
+        )
+        if password is not None:
+            # chpasswd reads "user:password" on stdin: the password never appears in argv.
+            subprocess.run(
+                ["chpasswd"], input=f"{name}:{password}\n", text=True, check=True, timeout=_TIMEOUT, capture_output=True
+            )
+        else:
+            # With UsePAM no, sshd refuses a locked account ("!" in shadow) even for key auth.
+            subprocess.run(["usermod", "-p", "*", name], check=True, timeout=_TIMEOUT, capture_output=True)
+        import pwd
+
+        entry = pwd.getpwnam(name)
+        return cls(name=name, home=Path(entry.pw_dir), uid=entry.pw_uid, gid=entry.pw_gid, password=password)
+
+    def remove(self) -> None:
+        subprocess.run(["userdel", "--remove", self.name], timeout=_TIMEOUT, capture_output=True, check=False)
+
+
+@dataclass
+class Sshd:
+    """One OpenSSH sshd serving SFTP on 127.0.0.1; ``start()`` it, ``stop()`` it."""
+
+    workdir: Path | None = None
+    password_authentication: bool = False
+    host: str = "127.0.0.1"
+    port: int = 0
+    pid: int | None = None
+    client_key: Path = field(init=False)
+    client_public_key: str = field(init=False)
+    host_key: Path = field(init=False)
+    host_public_key: str = field(init=False)
+    _own_workdir: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        require_sshd()
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="pdrflow-sshd-"))
+            self._own_workdir = True
+        # Non-root users must be able to read their authorized_keys file below this directory.
+        self.workdir.chmod(0o755)
+        self.host_key = self.workdir / "host_ed25519"
+        self.host_public_key = keygen(self.host_key, "pdrflow-test-host")
+        self.client_key = self.workdir / "client_ed25519"
+        self.client_public_key = keygen(self.client_key, "pdrflow-test-client")
+        self.authorized_keys.write_text(self.client_public_key + "\n")
+        self.authorized_keys.chmod(0o644)
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory: sshd exits 255 without it
+
+    @property
+    def dir(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.dir / "authorized_keys"
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "sshd_config"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "sshd.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "sshd.pid"
+
+    def known_hosts_line(self) -> str:
+        """The line OpenSSH (and paramiko) expect in known_hosts for this server."""
+        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        key_type, key_data = self.host_public_key.split()[:2]
+        return f"{name} {key_type} {key_data}"
+
+    def write_known_hosts(self, path: Path) -> Path:
+        path.write_text(self.known_hosts_line() + "\n")
+        return path
+
+    def _write_config(self) -> None:
+        password = "yes" if self.password_authentication else "no"
+        self.config_file.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    f"ListenAddress {self.host}",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.pid_file}",
+                    f"AuthorizedKeysFile {self.authorized_keys}",
+                    "PermitRootLogin prohibit-password",
+                    "PubkeyAuthentication yes",
+                    f"PasswordAuthentication {password}",
+                    "PermitEmptyPasswords no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",  # the keys live under /tmp
+                    "UseDNS no",
+                    "MaxStartups 100",  # several test clients connect at once
+                    "MaxSessions 100",  # pdrflow opens several SFTP channels on one connection
+                    "LogLevel VERBOSE",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
+
+    def start(self) -> None:
+        """Start sshd (on a new free port the first time, on the same port after a stop)."""
+        if self.pid is not None:
+            raise RuntimeError("sshd already running")
+        if not self.port:
+            self.port = free_port()
+        self._write_config()
+        self.pid_file.unlink(missing_ok=True)
+        deadline = time.monotonic() + _TIMEOUT
+        while True:
+            # sshd forks into the background and writes its pid file once it listens.
+            result = subprocess.run(
+                [str(SSHD), "-f", str(self.config_file), "-E", str(self.log_file)],
+                timeout=_TIMEOUT,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode == 0:
+                break
+            # A restart right after a stop may find the port in TIME_WAIT-like limbo: retry briefly.
+            if time.monotonic() > deadline:
+                tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+                raise RuntimeError(f"sshd failed to start (exit {result.returncode}): {result.stderr}{tail}")
+            time.sleep(0.1)
+        while not self.pid_file.exists() or not self.pid_file.read_text().strip():
+            if time.monotonic() > deadline:
+                raise RuntimeError("sshd did not write its pid file")
+            time.sleep(0.01)
+        self.pid = int(self.pid_file.read_text().strip())
+        self._wait_listening(deadline)
+
+    def _wait_listening(self, deadline: float) -> None:
+        while True:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sshd not listening on {self.host}:{self.port}") from None
+                time.sleep(0.01)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the listener and every connection it serves; return once all of them are gone."""
+        if self.pid is None:
+            return
+        pids = [self.pid, *_children(self.pid)]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            _wait_gone(pids, 10)
+        except TimeoutError:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _wait_gone(pids, 10)
+        self.pid = None
+
+    def kill(self) -> None:
+        """Crash the server: SIGKILL to the listener and all its connections."""
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Sshd:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
