@@ -6,7 +6,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -84,10 +84,10 @@ class Job(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     name: Mapped[str] = mapped_column(String(255))
     # The grid axes in physical units (columns, so grid maps and filters are plain queries).
-    metallicity: Mapped[float]
-    density: Mapped[float]
-    mass: Mapped[float]
-    fuv: Mapped[float]
+    metallicity: Mapped[float] = mapped_column(Float)
+    density: Mapped[float] = mapped_column(Float)
+    mass: Mapped[float] = mapped_column(Float)
+    fuv: Mapped[float] = mapped_column(Float)
     varied: Mapped[dict[str, Any] | None]  # parameters varied besides the axes
     state: Mapped[str] = mapped_column(String(20), default=JobState.PENDING.value)
     reason: Mapped[str | None] = mapped_column(Text)
