@@ -253,6 +253,17 @@ def model_hash(
     return hashlib.sha256(_canonical(document).encode()).hexdigest()
 
 
+def _json_scalar(value: ParamValue) -> str:
+    """json.dumps for one scalar, without building an encoder per call (hot for 100k models)."""
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise ValueError(f"non-finite value {value!r}")
+        return repr(value)  # what json.dumps writes for a finite float
+    if type(value) is int:
+        return str(value)
+    return json.dumps(value, allow_nan=False)
+
+
 class _HashTemplate:
     """model_hash() for many models that differ in a few parameters, without redoing the rest.
 
@@ -278,7 +289,7 @@ class _HashTemplate:
         digest = hashlib.sha256()
         for piece, key in zip(self.pieces, self.keys, strict=True):
             digest.update(piece)
-            digest.update(json.dumps(own[key], allow_nan=False).encode())
+            digest.update(_json_scalar(own[key]).encode())
         digest.update(self.tail)
         return digest.hexdigest()
 
@@ -313,8 +324,8 @@ def expand_grid(config: Config, identity: Identity) -> Iterator[ModelSpec]:
     for metal, density, mass, fuv in itertools.product(*axis_values.values()):
         for combo in itertools.product(*(choices[name] for name in varied_names)):
             varied = dict(zip(varied_names, combo, strict=True))
-            merged = {**common.parameters, **varied}
-            alpha, rcore = float(merged["alpha"]), float(merged["rcore"])
+            alpha = float(varied.get("alpha", common.parameters["alpha"]))
+            rcore = float(varied.get("rcore", common.parameters["rcore"]))
             if not 0.0 <= alpha < 3.0:
                 raise ConfigError("grid.parameters.alpha: must be in [0, 3) for the clump density law")
             own: dict[str, ParamValue] = {

@@ -8,12 +8,13 @@ with bounded backoff, never by matching message text.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, Table, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -100,7 +101,27 @@ def make_engine(url: URL | str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2, pool_recycle=3600)
 
 
+def _bulk_insert(session: Session, table: Table, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """executemany straight on the DBAPI cursor: SQLAlchemy's per-row processing costs seconds per
+    100k rows. Values must already be what the driver takes (JSON pre-serialized)."""
+    dialect = session.get_bind().dialect
+    compiled = table.insert().compile(dialect=dialect, column_keys=columns)
+    order = compiled.positiontup  # None for named paramstyles
+    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if order is None:
+            cursor.executemany(str(compiled), [dict(zip(columns, row, strict=True)) for row in rows])
+        else:
+            index = [columns.index(name) for name in order]
+            cursor.executemany(str(compiled), [tuple(row[i] for i in index) for row in rows])
+    finally:
+        cursor.close()
+
+
 def _model_ids(session: Session, hashes: Sequence[str]) -> dict[str, int]:
+    if len(hashes) > 5000:  # one scan beats hundreds of IN queries for big grids
+        wanted = set(hashes)
+        return {h: i for h, i in session.execute(select(Model.model_hash, Model.id)) if h in wanted}
     ids: dict[str, int] = {}
     for start in range(0, len(hashes), 500):  # bounded IN lists for every backend
         chunk = hashes[start : start + 500]
@@ -170,19 +191,16 @@ class Ledger:
                 missing = {spec.model_hash: spec for spec in new_specs if spec.model_hash not in ids}
                 now = utcnow()
                 if missing:
-                    # Core inserts: the ORM's bulk path costs seconds per 100k rows here.
-                    session.execute(Model.__table__.insert(),
-                                    [{"model_hash": h, "created_at": now} for h in missing])
+                    _bulk_insert(session, Model.__table__, ["model_hash", "created_at"],
+                                 [(h, now) for h in missing])
                     ids.update(_model_ids(session, list(missing)))
-                session.execute(
-                    Job.__table__.insert(),
-                    [
-                        {"grid_id": grid.id, "model_id": ids[s.model_hash], "name": s.name,
-                         "metallicity": s.axes["metallicity"], "density": s.axes["density"], "mass": s.axes["mass"],
-                         "fuv": s.axes["fuv"], "varied": dict(s.varied) or None,
-                         "state": JobState.PENDING.value, "created_at": now, "updated_at": now}
-                        for s in new_specs
-                    ],
+                _bulk_insert(
+                    session, Job.__table__,
+                    ["grid_id", "model_id", "name", "metallicity", "density", "mass", "fuv", "varied", "state",
+                     "created_at", "updated_at"],
+                    [(grid.id, ids[s.model_hash], s.name, s.axes["metallicity"], s.axes["density"], s.axes["mass"],
+                      s.axes["fuv"], json.dumps(dict(s.varied)) if s.varied else None, JobState.PENDING.value, now,
+                      now) for s in new_specs],
                 )
             return Registration(total=len(specs), new=len(new_specs), archived=archived)
 

@@ -324,7 +324,12 @@ class SftpSession:
                 failure = failure or exc
 
         while failure is None:
-            data = source.read(chunk)
+            try:
+                data = source.read(chunk)
+            except Exception:
+                while outstanding:  # leave the channel clean: collect what is in flight
+                    self._receive(outstanding.popleft())
+                raise
             if not data:
                 break
             digest.update(data)
