@@ -121,6 +121,7 @@ class SftpStorage(Storage):
         self._idle: list[tuple[int, SftpSession]] = []
         self._known_dirs: set[str] = set()
         self._slots = threading.BoundedSemaphore(config.files_in_flight)
+        self._orphans: set[str] = set()  # partial files left by uploads cut off mid-transfer
 
     # Pickling (e.g. into a Dask task) carries the configuration only; connections reopen lazily.
     def __getstate__(self) -> dict[str, object]:
@@ -308,11 +309,10 @@ class SftpStorage(Storage):
 
     def put(self, local: Path, path: str, *, size: int, sha256: str) -> StoredFile:
         remote = self._remote(path)
-        leftovers: list[str] = []  # temporary names of attempts cut off by a network failure
 
         def once() -> StoredFile:
             with self._session() as session:
-                return self._put_once(session, local, remote, path, size, sha256, leftovers)
+                return self._put_once(session, local, remote, path, size, sha256)
 
         return self._retrying(once, f"upload of {remote}")
 
@@ -341,14 +341,11 @@ class SftpStorage(Storage):
             return [future.result() for future in futures]
 
     def _put_once(
-        self, session: SftpSession, local: Path, remote: str, path: str, size: int, sha256: str, leftovers: list[str]
+        self, session: SftpSession, local: Path, remote: str, path: str, size: int, sha256: str
     ) -> StoredFile:
         directory, name = posixpath.split(remote)
         try:
-            for stale in leftovers:  # tidy up after an earlier attempt of this call
-                with contextlib.suppress(SftpStatus):
-                    session.remove(stale)
-            leftovers.clear()
+            self._remove_orphans(session)
             existing = session.stat(remote)
             if existing is not None and existing.is_dir:
                 raise StorageError(f"{remote} on {self._endpoint.address} is a directory")
@@ -363,12 +360,12 @@ class SftpStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot read staged file {local}: {exc.strerror or exc}") from None
         temporary = posixpath.join(directory, f".{name}.pdrflow-{uuid.uuid4().hex}.part")
+        settled = False  # the temporary file is renamed or removed
         with source:
             try:
                 handle = session.open(temporary, O_WRITE | O_CREAT | O_EXCL)
             except SftpStatus as exc:
                 raise self._status_error(exc, session, size, remote) from None
-            leftovers.append(temporary)  # until it is renamed or removed
             try:
                 try:
                     written, digest, attrs = session.upload(handle, _CheckedReader(source, local), temporary)
@@ -382,24 +379,46 @@ class SftpStorage(Storage):
                     )
                 if attrs.size is not None and attrs.size != written:
                     raise StorageError(
-                        f"{temporary} on {self._endpoint.address} has {attrs.size} bytes after writing {written}"
+                        f"{remote} on {self._endpoint.address}: the server has {attrs.size} bytes after {written} "
+                        "were written"
                     )
                 self._rename(session, temporary, remote)
-                leftovers.clear()
+                settled = True
             except SftpStatus as exc:
                 error = self._status_error(exc, session, size, remote)  # before removing: statvfs sees the full disk
-                self._remove_quietly(session, temporary, leftovers)
+                settled = self._remove_quietly(session, temporary)
                 raise error from None
             except (StorageError, _LocalReadError) as exc:
-                self._remove_quietly(session, temporary, leftovers)
+                settled = self._remove_quietly(session, temporary)
                 raise exc if isinstance(exc, StorageError) else StorageError(str(exc)) from None
+            finally:
+                if not settled:
+                    # Cut off (network failure): remove it through the next connection that works.
+                    with self._lock:
+                        self._orphans.add(temporary)
         return StoredFile(path, size, sha256)
 
+    def _remove_orphans(self, session: SftpSession) -> None:
+        """Remove partial files that earlier uploads through this instance had to abandon."""
+        with self._lock:
+            orphans, self._orphans = self._orphans, set()
+        try:
+            for orphan in sorted(orphans):
+                with contextlib.suppress(SftpStatus):  # already gone (or not ours to remove): forget it
+                    session.remove(orphan)
+                orphans.discard(orphan)
+        finally:
+            if orphans:  # the connection failed again: keep the rest for later
+                with self._lock:
+                    self._orphans |= orphans
+
     @staticmethod
-    def _remove_quietly(session: SftpSession, temporary: str, leftovers: list[str]) -> None:
-        with contextlib.suppress(SftpStatus):
+    def _remove_quietly(session: SftpSession, temporary: str) -> bool:
+        try:
             session.remove(temporary)
-            leftovers.remove(temporary)
+        except SftpStatus as exc:
+            return exc.code == FX_NO_SUCH_FILE
+        return True
 
     def _rename(self, session: SftpSession, temporary: str, remote: str) -> None:
         if session.use_posix_rename:
@@ -412,7 +431,8 @@ class SftpStorage(Storage):
         except SftpStatus:
             if session.stat(remote) is None:
                 raise
-        aside = f"{remote}.pdrflow-{uuid.uuid4().hex}.old"
+        directory, name = posixpath.split(remote)
+        aside = posixpath.join(directory, f".{name}.pdrflow-{uuid.uuid4().hex}.old")
         session.rename(remote, aside)
         session.rename(temporary, remote)
         with contextlib.suppress(SftpStatus):
