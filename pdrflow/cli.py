@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import dask.config
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -262,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pdrflow").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    logging.getLogger("distributed").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # distributed configures its loggers when first imported (by the driver, below): quiet by default.
+    dask.config.set({"logging.distributed": "debug" if args.verbose else "warning"})
     console = Console(stderr=False, highlight=False)
     try:
         config = load_config(args.config)
