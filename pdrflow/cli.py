@@ -15,7 +15,6 @@ from pathlib import Path
 
 import dask.config
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .config import Config, load_config
@@ -120,6 +119,10 @@ def cmd_verify(config: Config, args: argparse.Namespace, console: Console) -> in
 
 
 def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit: bool = False) -> int:
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
     from .driver import RESUBMIT_STATES, RUN_STATES, Driver, Event, Outcome, plan_run
 
     plan = plan_run(config)  # all checks before anything is written
@@ -217,7 +220,7 @@ def cmd_show(config: Config, args: argparse.Namespace, console: Console) -> int:
 
 def cmd_db(config: Config, args: argparse.Namespace, console: Console) -> int:
     from .ledger.ledger import make_engine
-    from .ledger.migrate import current_revision, head_revision, upgrade
+    from .ledger.migrate import SCHEMA_REVISION, current_revision, upgrade
 
     engine = make_engine(config.database.sqlalchemy_url())
     try:
@@ -226,7 +229,7 @@ def cmd_db(config: Config, args: argparse.Namespace, console: Console) -> int:
             upgrade(engine)
             console.print(f"ledger schema: {before or 'empty'} -> {current_revision(engine)}")
         else:
-            console.print(f"ledger schema: {before or 'empty'} (this pdrflow: {head_revision()})")
+            console.print(f"ledger schema: {before or 'empty'} (this pdrflow: {SCHEMA_REVISION})")
     finally:
         engine.dispose()
     return EXIT_OK

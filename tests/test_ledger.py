@@ -85,3 +85,9 @@ def test_requeue_running_touches_only_running_jobs(ledger_and_specs) -> None:
     assert ledger.requeue_running([j.id for j in jobs], "driver stopped") == 1
     assert {j.state for j in ledger.jobs("g")} == {JobState.PENDING}
     assert ledger_rows(db, "select outcome, error from attempts") == [("interrupted", "driver stopped")]
+
+
+def test_schema_revision_constant_is_the_newest_migration() -> None:
+    from pdrflow.ledger.migrate import SCHEMA_REVISION, head_revision
+
+    assert head_revision() == SCHEMA_REVISION

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, Table, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import URL
@@ -21,9 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from ..errors import ConfigError, LedgerError
-from ..grid import ModelSpec
 from ..storage.base import StoredFile
 from .migrate import ensure_schema
+
+if TYPE_CHECKING:
+    from ..grid import ModelSpec
 
 P = ParamSpec("P")
 T = TypeVar("T")

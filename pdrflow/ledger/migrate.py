@@ -1,36 +1,50 @@
-"""Schema migrations with alembic; the scripts ship inside the package."""
+"""Schema migrations with alembic; the scripts ship inside the package.
+
+alembic is imported only to migrate: checking the revision is one plain query, so that read-only
+commands (``pdrflow status``) start fast.
+"""
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, inspect, text
 
 from ..errors import LedgerError
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 SCRIPT_LOCATION = "pdrflow.ledger:migrations"
+SCHEMA_REVISION = "0002"  # the newest script in migrations/versions (a test checks they agree)
 
 
 def _config() -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     return config
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None
     return head
 
 
 def current_revision(engine: Engine) -> str | None:
+    if "alembic_version" not in inspect(engine).get_table_names():
+        return None
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return connection.execute(text("select version_num from alembic_version")).scalar()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     config = _config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -45,9 +59,8 @@ def ensure_schema(engine: Engine) -> None:
             raise LedgerError("the ledger has tables but no schema revision; it was not made by pdrflow")
         upgrade(engine)
         return
-    head = head_revision()
-    if current != head:
+    if current != SCHEMA_REVISION:
         raise LedgerError(
-            f"the ledger's schema is at revision {current} but this pdrflow needs {head}: "
+            f"the ledger's schema is at revision {current} but this pdrflow needs {SCHEMA_REVISION}: "
             "back it up, then run `pdrflow db upgrade CONFIG`"
         )
