@@ -120,7 +120,12 @@ def cmd_verify(config: Config, args: argparse.Namespace, console: Console) -> in
 
 def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit: bool = False) -> int:
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     from .driver import RESUBMIT_STATES, RUN_STATES, Driver, Event, Outcome, plan_run

@@ -254,7 +254,7 @@ def parse_config(user: Any, path: Path) -> Config:
         key = str(unknown[0])
         raise ConfigError(f"{key}: unknown section{_did_you_mean(key, list(_SECTIONS))}")
     data = _merge_defaults(user)
-    for section, model in (("database", DatabaseConfig), ("storage", SftpStorageConfig)):
+    for section in ("database", "storage"):
         if "password" in data[section]:
             env = DB_PASSWORD_ENV[0] if section == "database" else SFTP_PASSWORD_ENV[0]
             raise ConfigError(f"{section}.password: passwords are never read from the config file; set {env}")

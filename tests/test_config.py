@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import base_config, cli, write_config
+
 from pdrflow.config import load_config
 from pdrflow.errors import ConfigError
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import base_config, write_config
+
 from pdrflow.config import load_config
 from pdrflow.errors import ConfigError
 from pdrflow.grid import Identity, expand_grid, name_component

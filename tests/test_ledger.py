@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import base_config, ledger_rows, write_config
+
 from pdrflow.config import load_config
 from pdrflow.errors import ConfigError, LedgerError
 from pdrflow.grid import Identity, expand_grid

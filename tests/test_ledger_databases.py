@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from helpers import base_config, cli, status, verify, write_config
+from services.databases import APP_PASSWORD, DatabaseServer, remove_server, start_server
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from helpers import base_config, cli, status, verify, write_config
+from pdrflow.config import load_config
 from pdrflow.errors import LedgerError
 from pdrflow.grid import Identity, expand_grid
 from pdrflow.ledger import JobState, Ledger
 from pdrflow.ledger.ledger import make_engine
 from pdrflow.ledger.migrate import SCHEMA_REVISION, upgrade
 from pdrflow.ledger.schema import Base
-from pdrflow.config import load_config
 from pdrflow.storage import StoredFile
-from services.databases import APP_PASSWORD, DatabaseServer, remove_server, start_server
 
 BACKENDS = ["sqlite", "postgresql", "mariadb"]
 MODELS = 4

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import h5py
 import yaml
-
 from helpers import cli, files_under, ledger_rows, status, verify
 
 REPO = Path(__file__).resolve().parent.parent

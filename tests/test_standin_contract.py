@@ -13,7 +13,10 @@ import pytest
 
 from pdrflow.kosma.inputs import CHEM_RATES_LINK, render_pdr_config_json, render_pdrnew_inp
 from pdrflow.kosma.parameters import (
-    DEFAULT_NETWORK_SPECIES, ELEMENT_DEFAULTS, PARAMETERS, clump_radius_cm,
+    DEFAULT_NETWORK_SPECIES,
+    ELEMENT_DEFAULTS,
+    PARAMETERS,
+    clump_radius_cm,
 )
 from pdrflow.kosma.standin import standin_home
 

@@ -24,11 +24,6 @@ from ..errors import ConfigError, LedgerError
 from ..storage.base import StoredFile
 from .migrate import ensure_schema
 
-if TYPE_CHECKING:
-    from ..grid import ModelSpec
-
-P = ParamSpec("P")
-T = TypeVar("T")
 from .schema import (
     ALLOWED_TRANSITIONS,
     ArchivedFile,
@@ -41,6 +36,14 @@ from .schema import (
     Model,
     utcnow,
 )
+
+
+if TYPE_CHECKING:
+    from ..grid import ModelSpec
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 def _transient(error: BaseException) -> bool:
     """Worth retrying: by error class (lock, dropped connection, deadlock), never by message text."""

@@ -7,13 +7,13 @@ and inputs. Returns the manifest of staged outputs; the archival is a separate t
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import contextlib
-import gzip
 import tarfile
 import threading
 import uuid
