@@ -23,7 +23,6 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from ..errors import ConfigError, LedgerError
 from ..storage.base import StoredFile
 from .migrate import ensure_schema
-
 from .schema import (
     ALLOWED_TRANSITIONS,
     ArchivedFile,
@@ -36,7 +35,6 @@ from .schema import (
     Model,
     utcnow,
 )
-
 
 if TYPE_CHECKING:
     from ..grid import ModelSpec
