@@ -221,7 +221,7 @@ def _wait_for(db: Path, query: str, at_least: int, timeout: float = 60) -> None:
 
 
 def test_a_second_driver_on_the_same_grid_is_refused(tmp_path: Path, null_home: Path) -> None:
-    config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=_slow_home(tmp_path, null_home, 3)))
+    config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=_slow_home(tmp_path, null_home, 5)))
     first = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     _wait_for(tmp_path / "ledger.sqlite", "select count(*) from jobs where state='running'", 1)
