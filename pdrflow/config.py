@@ -114,7 +114,33 @@ class LocalClusterConfig(_Section):
     dashboard_address: str | None
 
 
-ClusterConfig = Annotated[LocalClusterConfig, Field(discriminator="kind")]
+class SlurmClusterConfig(_Section):
+    """dask-jobqueue SLURMCluster; a key left null falls back to the user's dask `jobqueue.slurm` config."""
+
+    kind: Literal["slurm"]
+    queue: str | None  # the partition
+    account: str | None
+    cores: int | None = Field(ge=1)  # per worker job
+    memory: str | None  # per worker job, e.g. "4GB"
+    processes: int | None = Field(ge=1)
+    walltime: str | None  # e.g. "02:00:00"
+    job_extra_directives: list[str] | None
+    job_script_prologue: list[str] | None  # module loads, conda activate, ...
+    interface: str | None
+    local_directory: str | None
+    log_directory: str | None
+    min_jobs: int = Field(ge=0)
+    max_jobs: int = Field(ge=1)
+    dashboard_address: str | None
+
+
+ClusterConfig = Annotated[LocalClusterConfig | SlurmClusterConfig, Field(discriminator="kind")]
+
+
+def default_scratch_root() -> Path:
+    """Node-local scratch of the process asking: $SLURM_TMPDIR, else $TMPDIR, else /tmp."""
+    base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR") or tempfile.gettempdir()
+    return Path(base) / "pdrflow-scratch"
 
 
 class ScratchConfig(_Section):
@@ -122,10 +148,7 @@ class ScratchConfig(_Section):
     keep_failed: bool
 
     def resolved_root(self) -> Path:
-        if self.root is not None:
-            return self.root
-        base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR") or tempfile.gettempdir()
-        return Path(base) / "pdrflow-scratch"
+        return self.root if self.root is not None else default_scratch_root()
 
 
 class RunConfig(_Section):
@@ -150,6 +173,7 @@ _KIND_MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("storage", "local"): LocalStorageConfig,
     ("storage", "sftp"): SftpStorageConfig,
     ("cluster", "local"): LocalClusterConfig,
+    ("cluster", "slurm"): SlurmClusterConfig,
 }
 _SECTIONS = ("grid", "kosma_tau", "database", "storage", "cluster", "scratch", "run")
 _KIND_SECTIONS = ("storage", "cluster")
@@ -282,6 +306,8 @@ def parse_config(user: Any, path: Path) -> Config:
 
 def _check_consistency(config: Config) -> None:
     run = config.run
+    if isinstance(config.cluster, SlurmClusterConfig) and config.cluster.min_jobs > config.cluster.max_jobs:
+        raise ConfigError("cluster.min_jobs: must not be larger than cluster.max_jobs")
     if run.archive_backoff_max < run.archive_backoff_initial:
         raise ConfigError("run.archive_backoff_max: must not be smaller than run.archive_backoff_initial")
     if not math.isfinite(config.kosma_tau.pdr_timeout) or not math.isfinite(config.kosma_tau.onion_timeout):

@@ -81,7 +81,7 @@ def plan_run(config: Config) -> Plan:
         installation=installation,
         pdr_version=executable_version(installation.pdr_executable),
         onion_version=executable_version(installation.onion_executable),
-        scratch_root=config.scratch.resolved_root(),
+        scratch_root=config.scratch.root,
         keep_failed=config.scratch.keep_failed,
         pdr_timeout=config.kosma_tau.pdr_timeout,
         onion_timeout=config.kosma_tau.onion_timeout,
@@ -112,6 +112,8 @@ class Driver:
         self._delayed: list[tuple[float, int]] = []  # (ready at, job id) archival retries
         self._in_flight: dict[Future, tuple[Action, int]] = {}
         self.lease: GridLease | None = None
+        self._pinned: dict[Future, str] = {}  # archival futures bound to the worker holding the outputs
+        self._workers_checked = 0.0
 
     # ---- the public entry point -----------------------------------------------------------
 
@@ -138,7 +140,7 @@ class Driver:
             self._jobs[job.id] = job
             self._queue.append(self._first_action(job))
         try:
-            with start_cluster(self.config) as cluster:
+            with start_cluster(self.config, self.lease) as cluster:
                 if cluster.dashboard_link:
                     self.on_event(Event("dashboard", "-", cluster.dashboard_link))
                 cluster.client.register_plugin(WorkerResources())
@@ -186,7 +188,12 @@ class Driver:
                 self._queue.appendleft((Action.ARCHIVE, job_id))
             while self._queue and len(self._in_flight) < window:
                 self._submit(cluster, *self._queue.popleft())
+            if cluster.maintain is not None:
+                cluster.maintain()
+            self._drop_archivals_on_lost_workers(cluster)
             timeout = max(0.05, self._delayed[0][0] - time.monotonic()) if self._delayed else None
+            if cluster.maintain is not None or self._pinned:
+                timeout = min(timeout or 2.0, 2.0)  # wake up to look after the cluster
             if not self._in_flight:
                 time.sleep(timeout or 0.05)
                 continue
@@ -200,6 +207,7 @@ class Driver:
                     self._run_finished(cluster, future, job_id)
                 else:
                     self._archive_finished(future, job_id)
+                self._pinned.pop(future, None)
                 future.release()  # keep no per-job futures after completion
             self.on_progress(self.outcome)
 
@@ -221,7 +229,27 @@ class Driver:
                 archive_job, staged, settings, key=f"archive-{job.name}-{job_id}-{self.outcome.archive_attempts}",
                 pure=False, priority=10, **pin,
             )
+            if pin:
+                self._pinned[future] = pin["workers"][0]
         self._in_flight[future] = (action, job_id)
+
+    def _drop_archivals_on_lost_workers(self, cluster: ClusterHandle) -> None:
+        """A pinned archival whose worker is gone can never run: its node-local outputs went with it."""
+        if not self._pinned or time.monotonic() - self._workers_checked < 2.0:
+            return
+        self._workers_checked = time.monotonic()
+        alive = set(cluster.client.scheduler_info(n_workers=-1).get("workers", {}))
+        for future, worker in list(self._pinned.items()):
+            if future.done() or future not in self._in_flight:
+                self._pinned.pop(future, None)
+            elif worker not in alive:
+                self._pinned.pop(future)
+                _, job_id = self._in_flight.pop(future)
+                future.cancel()
+                name = self._jobs[job_id].name
+                self.ledger.requeue(job_id, "the worker holding the staged outputs is gone")
+                self.on_event(Event("rerun", name, "the worker holding its outputs is gone; computing it again"))
+                self._queue.append((Action.RUN, job_id))
 
     def _staged_dir(self, job_id: int) -> str:
         staged = self.ledger.job(job_id).staged_dir

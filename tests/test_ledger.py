@@ -47,9 +47,13 @@ def test_only_allowed_transitions(ledger_and_specs) -> None:
     job = ledger.jobs("g")[0]
     with pytest.raises(LedgerError, match="cannot archive in state pending"):
         ledger.start_archive(job.id, "host", None)
-    attempt = ledger.start_model(job.id, "host", None)
-    with pytest.raises(LedgerError, match="illegal transition running -> running"):
-        ledger.start_model(job.id, "host", None)
+    first = ledger.start_model(job.id, "host", None)
+    # Dask re-running the task after its worker died: the first attempt ends as interrupted.
+    attempt = ledger.start_model(job.id, "host2", None)
+    assert attempt != first
+    assert ledger_rows(db, "select outcome from attempts where id = ?", first) == [("interrupted",)]
+    with pytest.raises(LedgerError, match="illegal transition running -> archived"):
+        ledger.commit_archive(job.id, attempt, [])
     ledger.finish_model(job.id, attempt, error=None, staged_dir="/scratch/x", host="host", provenance={"k": 1})
     archive = ledger.start_archive(job.id, "host", None)
     files = [StoredFile("g/pdrgrid/a", 3, "1" * 64), StoredFile("g/pdrgrid/b", 4, "2" * 64)]

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
-from ..config import Config, LocalClusterConfig
+from ..config import Config, LocalClusterConfig, SlurmClusterConfig
+from ..ledger.lease import GridLease
 from .base import ClusterHandle
 
 
-def start_cluster(config: Config) -> AbstractContextManager[ClusterHandle]:
+def start_cluster(config: Config, lease: GridLease | None = None) -> AbstractContextManager[ClusterHandle]:
     if isinstance(config.cluster, LocalClusterConfig):
         from .local import local_cluster
 
         return local_cluster(config.cluster)
+    if isinstance(config.cluster, SlurmClusterConfig):
+        from .slurm import slurm_cluster
+
+        return slurm_cluster(config.cluster, lease)
     raise NotImplementedError(f"cluster kind {config.cluster.kind!r}")  # pragma: no cover - config forbids it
 
 

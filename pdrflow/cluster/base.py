@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from distributed import Client
@@ -13,3 +14,4 @@ class ClusterHandle:
     worker_slots: int  # tasks that can run at once (sizes the submission window)
     shared_scratch: bool  # True: every worker sees every scratch dir (no pinning needed)
     dashboard_link: str | None
+    maintain: Callable[[], None] | None = None  # called from the driver loop every few seconds

@@ -330,7 +330,18 @@ class Ledger:
     @_transient_db_errors
     def start_model(self, job_id: int, host: str, worker: str | None, slurm_job_id: str | None = None) -> int:
         with self._session() as session:
-            self._move(session, job_id, JobState.RUNNING)
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is not None and job.state == JobState.RUNNING:
+                # Dask re-ran the task after its worker died or retired: that run is lost, not failed.
+                session.execute(
+                    update(Attempt)
+                    .where(Attempt.job_id == job_id, Attempt.kind == AttemptKind.MODEL.value,
+                           Attempt.outcome == AttemptOutcome.RUNNING.value)
+                    .values(outcome=AttemptOutcome.INTERRUPTED.value, error="worker lost: run restarted",
+                            ended_at=utcnow())
+                )
+            else:
+                self._move(session, job_id, JobState.RUNNING)
             attempt = Attempt(job_id=job_id, kind=AttemptKind.MODEL.value, host=host, worker=worker,
                               slurm_job_id=slurm_job_id)
             session.add(attempt)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..config import default_scratch_root
 from ..errors import ModelFailed
 from ..kosma import layout
 from ..kosma.inputs import CHEM_RATES_LINK, render_pdr_config_json, render_pdrnew_inp
@@ -92,8 +93,9 @@ def _run_step(argv: list[str], cwd: Path, log: Path, timeout: float, label: str)
 def prepare_scratch(job: ModelJob, settings: RunSettings) -> Path:
     """A fresh directory with links to the installation and the rendered inputs."""
     inst = settings.installation
-    settings.scratch_root.mkdir(parents=True, exist_ok=True)
-    scratch = settings.scratch_root / f"{settings.grid}-{job.spec.name}-job{job.job_id}-{uuid.uuid4().hex[:8]}"
+    root = settings.scratch_root or default_scratch_root()  # None: node-local, resolved on this worker
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = root / f"{settings.grid}-{job.spec.name}-job{job.job_id}-{uuid.uuid4().hex[:8]}"
     scratch.mkdir()
     for directory in (layout.PDR_OUTPUT_DIR, layout.ONION_OUTPUT_DIR, layout.MCDRT_DIR, "pdrinpdata"):
         (scratch / directory).mkdir()
@@ -212,10 +214,8 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
         (scratch / MANIFEST_FILE).write_text(manifest.to_json())
     except _StepFailed as exc:
         error = str(exc)
-    except ModelInterrupted as exc:
-        with task_ledger(settings) as ledger:
-            ledger.requeue_running([job.job_id], f"interrupted: {exc}")
-        raise
+    except ModelInterrupted:
+        raise  # the driver (stopping) or Dask (re-running it elsewhere) owns the job now
     except OSError as exc:
         error = f"cannot prepare or read the scratch directory: {exc.strerror or exc} ({exc.filename})"
     provenance.setdefault("ended", _now())

@@ -20,7 +20,7 @@ class RunSettings:
     installation: Installation
     pdr_version: ExecutableVersion
     onion_version: ExecutableVersion
-    scratch_root: Path
+    scratch_root: Path | None  # None: each worker's node-local default
     keep_failed: bool
     pdr_timeout: float
     onion_timeout: float

@@ -1,0 +1,202 @@
+"""Workers as SLURM jobs (dask-jobqueue's SLURMCluster), checked against the partition first.
+
+What dask-jobqueue alone does not do, done here:
+- impossible requests (unknown partition, more memory or cores than its largest node) are refused
+  before any sbatch, instead of workers that never come;
+- workers retire before the walltime (``--lifetime`` with stagger) and adaptive scaling replaces them;
+- every worker job id is recorded in the ledger; jobs left by a dead driver of the same grid are
+  cancelled at start; the watchdog (``squeue``, no accounting needed) drops jobs that vanished or
+  were cancelled while pending, so that adapt() submits replacements.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from dask.utils import parse_bytes
+
+from ..config import SlurmClusterConfig
+from ..errors import ConfigError
+from ..ledger.lease import GridLease
+from .base import ClusterHandle
+
+log = logging.getLogger("pdrflow")
+SCHEDULER = "slurm"
+WATCH_INTERVAL = 5.0  # seconds between squeue looks
+
+
+def _slurm(*argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def _fields(text: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in text.split() if "=" in item)
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    max_memory_mb: int
+    max_cpus: int
+
+
+def inspect_partition(queue: str | None) -> Partition:
+    """The partition a job would land in, and the largest node it offers."""
+    if shutil.which("scontrol") is None:
+        raise ConfigError("cluster.kind: slurm, but SLURM's scontrol is not on PATH")
+    shown = _slurm("scontrol", "show", "partition", "-o", *([queue] if queue else []))
+    if shown.returncode != 0 or not shown.stdout.strip():
+        names = [_fields(line).get("PartitionName") for line in _slurm("scontrol", "show", "partition", "-o")
+                 .stdout.splitlines()]
+        raise ConfigError(f"cluster.queue: no SLURM partition {queue!r} (partitions: {', '.join(filter(None, names))})")
+    partitions = [_fields(line) for line in shown.stdout.splitlines()]
+    partition = next((p for p in partitions if queue or p.get("Default") == "YES"), partitions[0])
+    nodes = _slurm("scontrol", "show", "node", "-o", partition.get("Nodes", ""))
+    memory, cpus = 0, 0
+    for line in nodes.stdout.splitlines():
+        node = _fields(line)
+        memory = max(memory, int(node.get("RealMemory", "0")))
+        cpus = max(cpus, int(node.get("CPUTot", "0")))
+    return Partition(partition["PartitionName"], memory, cpus)
+
+
+def check_request(config: SlurmClusterConfig, cores: int, memory: str) -> Partition:
+    partition = inspect_partition(config.queue)
+    requested_mb = parse_bytes(memory) / 2**20
+    if partition.max_memory_mb and requested_mb > partition.max_memory_mb:
+        raise ConfigError(f"cluster.memory: {memory} per worker job is more than the largest node of partition "
+                          f"{partition.name} has ({partition.max_memory_mb} MB)")
+    if partition.max_cpus and cores > partition.max_cpus:
+        raise ConfigError(f"cluster.cores: {cores} per worker job is more than the largest node of partition "
+                          f"{partition.name} has ({partition.max_cpus} CPUs)")
+    return partition
+
+
+def walltime_seconds(walltime: str) -> int:
+    """SLURM time formats: MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]."""
+    days, _, clock = walltime.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 1:
+        hours, minutes, seconds = 0, parts[0], 0
+    elif len(parts) == 2:
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:
+        hours, minutes, seconds = parts[:3]
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def worker_lifetime(walltime: str) -> list[str]:
+    """Retire workers before SLURM kills them: lifetime = walltime - max(30 s, 10 %), with stagger."""
+    seconds = walltime_seconds(walltime)
+    lifetime = max(10, seconds - max(30, seconds // 10))
+    stagger = max(1, min(240, seconds // 20))
+    return ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
+
+
+class Watchdog:
+    """Keeps the ledger's list of worker jobs and SLURMCluster's view honest, from squeue."""
+
+    def __init__(self, cluster: Any, lease: GridLease | None) -> None:
+        self.cluster = cluster
+        self.lease = lease
+        self.known: set[str] = set()
+        self._last = 0.0
+
+    def cancel_orphans(self) -> list[str]:
+        if self.lease is None:
+            return []
+        orphans = self.lease.open_worker_jobs(SCHEDULER, others_only=True)
+        if orphans:
+            _slurm("scancel", *orphans)
+            for job_id in orphans:
+                self.lease.end_worker_job(SCHEDULER, job_id)
+        return orphans
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < WATCH_INTERVAL:
+            return
+        self._last = now
+        jobs = {name: job.job_id for name, job in list(self.cluster.workers.items()) if getattr(job, "job_id", None)}
+        for job_id in set(jobs.values()) - self.known:
+            self.known.add(job_id)
+            if self.lease is not None:
+                self.lease.record_worker_job(SCHEDULER, job_id)
+        if not jobs:
+            return
+        queued = _slurm("squeue", "-h", "-o", "%i %T", "-j", ",".join(jobs.values()))
+        if queued.returncode not in (0, 1):
+            return  # slurmctld busy: look again next time
+        alive = {line.split()[0] for line in queued.stdout.splitlines()
+                 if line.split()[1:] and line.split()[1] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")}
+        gone = [name for name, job_id in jobs.items() if job_id not in alive]
+        if gone:
+            # Cancelled while pending, failed to start, or vanished: dask-jobqueue would wait forever.
+            log.warning("SLURM worker jobs gone: %s; adaptive scaling replaces them",
+                        ", ".join(jobs[name] for name in gone))
+            for name in gone:
+                if self.lease is not None:
+                    self.lease.end_worker_job(SCHEDULER, jobs[name])
+            self.cluster.sync(self.cluster.scale_down, gone)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self.lease is not None:
+            for job_id in self.known:
+                self.lease.end_worker_job(SCHEDULER, job_id)
+
+
+@contextmanager
+def slurm_cluster(config: SlurmClusterConfig, lease: GridLease | None) -> Iterator[ClusterHandle]:
+    import dask.config
+    from dask_jobqueue import SLURMCluster
+    from distributed import Client
+
+    defaults = dask.config.get("jobqueue.slurm", {})
+    cores = config.cores or defaults.get("cores") or 1
+    memory = config.memory or defaults.get("memory") or "1GB"
+    processes = config.processes or defaults.get("processes") or 1
+    walltime = config.walltime or defaults.get("walltime") or "01:00:00"
+    check_request(config, int(cores), str(memory))  # before any sbatch
+    given = {key: value for key, value in {
+        "queue": config.queue, "account": config.account, "job_extra_directives": config.job_extra_directives,
+        "job_script_prologue": config.job_script_prologue, "interface": config.interface,
+        "local_directory": config.local_directory, "log_directory": config.log_directory,
+    }.items() if value is not None}
+    cluster = SLURMCluster(
+        cores=cores, memory=memory, processes=processes, walltime=walltime, python=sys.executable,
+        worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime))],
+        scheduler_options={"dashboard_address": config.dashboard_address}
+        if config.dashboard_address else {},
+        **given,
+    )
+    watchdog = Watchdog(cluster, lease)
+    try:
+        orphans = watchdog.cancel_orphans()
+        if orphans:
+            log.warning("cancelled worker jobs left by a stopped driver: %s", ", ".join(orphans))
+        cluster.adapt(minimum_jobs=config.min_jobs, maximum_jobs=config.max_jobs)
+        client = Client(cluster)
+        try:
+            yield ClusterHandle(
+                client=client,
+                worker_slots=config.max_jobs * int(cores),
+                shared_scratch=False,
+                dashboard_link=cluster.dashboard_link,
+                maintain=watchdog,
+            )
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+        watchdog.close()

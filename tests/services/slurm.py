@@ -1,0 +1,142 @@
+"""A real single-node SLURM (Debian's slurmctld, slurmd, munge) for the tests, on loopback.
+
+Every daemon gets its own config, ports, state and spool dirs under a temp dir; clients find it
+through ``SLURM_CONF``. Daemons are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .databases import free_port, require
+
+NODE_CPUS = 4
+NODE_MEMORY_MB = 8192
+
+
+def _wait_gone(pid: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _read_pid(path: Path, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text().split()[0])
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} did not appear")
+
+
+@dataclass
+class Slurm:
+    directory: Path
+    conf: Path
+    partition: str = "debug"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=self.env, check=False)
+
+    def jobs(self) -> list[tuple[str, str, str]]:
+        """(job id, name, state) of every job in the queue."""
+        done = self.run("squeue", "-h", "-o", "%i|%j|%T")
+        return [tuple(line.split("|")) for line in done.stdout.splitlines() if line]  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self.run("scancel", "--user", "root")
+        for name in ("slurmd.pid", "slurmctld.pid"):
+            path = self.directory / name
+            if path.exists():
+                pid = int(path.read_text().split()[0])
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+                _wait_gone(pid)
+
+
+def _ensure_munge() -> None:
+    running = subprocess.run(["pgrep", "-x", "munged"], capture_output=True, check=False)
+    if running.returncode == 0:
+        return
+    Path("/run/munge").mkdir(parents=True, exist_ok=True)
+    shutil.chown("/run/munge", "munge", "munge")
+    subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True, capture_output=True, timeout=30)
+
+
+def start_slurm() -> Slurm:
+    require(shutil.which("slurmctld") or "/usr/sbin/slurmctld", "SLURM (Debian packages slurmctld slurmd munge)")
+    require(shutil.which("munged") or "/usr/sbin/munged", "munge (Debian package munge)")
+    _ensure_munge()
+    directory = Path(tempfile.mkdtemp(prefix="pdrflow-slurm-"))
+    for sub in ("state", "spool"):
+        (directory / sub).mkdir()
+    conf = directory / "slurm.conf"
+    conf.write_text(f"""ClusterName=pdrflowtest
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation={directory / 'state'}
+SlurmdSpoolDir={directory / 'spool'}
+SlurmctldPidFile={directory / 'slurmctld.pid'}
+SlurmdPidFile={directory / 'slurmd.pid'}
+SlurmctldLogFile={directory / 'slurmctld.log'}
+SlurmdLogFile={directory / 'slurmd.log'}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={directory / 'jobcomp.log'}
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=256
+SlurmdParameters=config_overrides
+ReturnToService=2
+MailProg=/bin/true
+SchedulerType=sched/backfill
+MinJobAge=5
+KillWait=2
+InactiveLimit=0
+MessageTimeout=10
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+""")
+    slurm = Slurm(directory, conf)
+    try:
+        for argv in (["slurmctld", "-c", "-f", str(conf)], ["slurmd", "-N", "localhost", "-f", str(conf)]):
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=slurm.env, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"{argv[0]} failed to start: {done.stderr.strip()}")
+        _read_pid(directory / "slurmctld.pid")
+        _read_pid(directory / "slurmd.pid")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = slurm.run("sinfo", "-h", "-o", "%t").stdout.strip()
+            if state == "idle":
+                return slurm
+            time.sleep(0.2)
+        raise RuntimeError(f"the SLURM node did not become idle (sinfo says {state!r})")
+    except BaseException:
+        slurm.stop()
+        raise

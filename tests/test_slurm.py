@@ -1,0 +1,150 @@
+"""pdrflow on a real single-node SLURM started by the tests (no mocks of sbatch)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import base_config, cli, ledger_rows, status, verify, write_config
+from services.slurm import Slurm, start_slurm
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[Slurm]:
+    cluster = start_slurm()
+    yield cluster
+    cluster.stop()
+
+
+def _slurm_config(tmp_path: Path, home: Path, **cluster: object) -> dict:
+    config = base_config(tmp_path, home=home, cluster={
+        "kind": "slurm", "cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00",
+        "interface": "lo", "max_jobs": 2, "local_directory": str(tmp_path / "worker-space"),
+        "log_directory": str(tmp_path / "worker-logs"), "dashboard_address": "127.0.0.1:0",
+    })
+    config["cluster"].pop("n_workers", None)
+    config["cluster"].update(cluster)
+    return config
+
+
+def _slow_home(tmp_path: Path, null_home: Path, seconds: float) -> Path:
+    home = tmp_path / "slow-home"
+    subprocess.run(["cp", "-a", str(null_home), str(home)], check=True, timeout=30)
+    pdr = home / "pdrexe"
+    pdr.write_text(pdr.read_text().replace('echo "null pdrexe: not KOSMA-tau"', f"sleep {seconds}"))
+    return home
+
+
+def _active(slurm: Slurm) -> list[tuple[str, str, str]]:
+    return [job for job in slurm.jobs() if job[2] in ("PENDING", "RUNNING", "CONFIGURING")]
+
+
+def _wait(predicate, timeout: float = 90.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_grid_on_slurm_workers_is_archived_and_leaves_no_jobs(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
+    config = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, null_home))
+    done = cli("run", str(config), env={"SLURM_CONF": str(slurm.conf)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Dask dashboard: http://" in done.stdout
+    assert status(config)["counts"] == {"archived": 4}
+    assert verify(config)["returncode"] == 0
+    db = tmp_path / "ledger.sqlite"
+    recorded = ledger_rows(db, "select external_id, ended_at is not null from worker_jobs")
+    assert recorded and all(ended for _, ended in recorded)
+    ran_in = {row[0] for row in ledger_rows(db, "select slurm_job_id from attempts where kind='model'")}
+    assert ran_in <= {job_id for job_id, _ in recorded} and None not in ran_in  # models ran inside worker jobs
+    _wait(lambda: not _active(slurm), 30, "worker jobs to leave the queue")
+
+
+def test_impossible_requests_are_refused_before_any_sbatch(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
+    env = {"SLURM_CONF": str(slurm.conf)}
+    too_big = write_config(tmp_path / "big.yaml", _slurm_config(tmp_path / "a", null_home, memory="64GB"))
+    done = cli("run", str(too_big), env=env)
+    assert done.returncode == 2
+    assert "cluster.memory: 64GB per worker job is more than the largest node of partition debug has (8192 MB)" \
+        in done.stderr
+    nowhere = write_config(tmp_path / "nowhere.yaml", _slurm_config(tmp_path / "b", null_home, queue="gpu"))
+    done = cli("run", str(nowhere), env=env)
+    assert done.returncode == 2 and "cluster.queue: no SLURM partition 'gpu' (partitions: debug)" in done.stderr
+    assert _active(slurm) == []
+
+
+def test_worker_job_cancelled_mid_model_reruns_it_elsewhere_once(
+    tmp_path: Path, null_home: Path, slurm: Slurm
+) -> None:
+    home = _slow_home(tmp_path, null_home, 6)
+    config = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, home))
+    db = tmp_path / "ledger.sqlite"
+    driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "SLURM_CONF": str(slurm.conf)})
+    _wait(lambda: ledger_rows(db, "select count(*) from attempts where kind='model' and outcome='running' "
+                                  "and slurm_job_id is not null")[0][0] >= 1, 120, "a model running in a worker job")
+    victim = ledger_rows(db, "select slurm_job_id from attempts where kind='model' and outcome='running' "
+                             "and slurm_job_id is not null limit 1")[0][0]
+    assert slurm.run("scancel", victim).returncode == 0
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output
+    report = status(config)
+    assert report["counts"] == {"archived": 4}
+    assert report["attempts"]["model"] > 4  # the cancelled model ran again
+    assert ledger_rows(db, "select count(*) from attempts where kind='archive' and outcome='ok'") == [(4,)]
+    assert ledger_rows(db, "select count(distinct path), count(*) from archived_files") == [(4 * 37, 4 * 37)]
+    assert verify(config)["returncode"] == 0
+
+
+def test_driver_killed_then_restarted_cancels_its_orphaned_worker_jobs(
+    tmp_path: Path, null_home: Path, slurm: Slurm
+) -> None:
+    home = _slow_home(tmp_path, null_home, 4)
+    config = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, home))
+    db = tmp_path / "ledger.sqlite"
+    env = {**os.environ, "SLURM_CONF": str(slurm.conf)}
+    driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    _wait(lambda: ledger_rows(db, "select count(*) from worker_jobs")[0][0] >= 1, 120, "a recorded worker job")
+    orphans = {row[0] for row in ledger_rows(db, "select external_id from worker_jobs")}
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert orphans & {job_id for job_id, _, _ in _active(slurm)}  # still queued after the driver died
+    foreign = slurm.run("sbatch", "--parsable", "--wrap", "sleep 120", "-o", "/dev/null").stdout.strip()
+    done = cli("run", str(config), env={"SLURM_CONF": str(slurm.conf)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    still = {job_id for job_id, _, _ in _active(slurm)}
+    assert not orphans & still  # ours were cancelled ...
+    assert foreign in still  # ... and no one else's
+    slurm.run("scancel", foreign)
+    assert status(config)["counts"] == {"archived": 4}
+
+
+def test_driver_sbatch_script_runs_the_grid(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
+    config = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, null_home))
+    pdrflow = str(Path(sys.executable).parent / "pdrflow")
+    submitted = slurm.run("sbatch", "--parsable", "--mem=1G", f"--export=ALL,PDRFLOW={pdrflow}",
+                          f"--output={tmp_path / 'driver-%j.out'}", str(REPO / "slurm" / "pdrflow-driver.sbatch"),
+                          str(config))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    _wait(lambda: job_id not in {j for j, _, _ in slurm.jobs()}, 240, "the driver job to finish")
+    log = (tmp_path / f"driver-{job_id}.out").read_text()
+    assert status(config)["counts"] == {"archived": 4}, log
+    assert verify(config)["returncode"] == 0
