@@ -234,7 +234,11 @@ class Driver:
         self._in_flight[future] = (action, job_id)
 
     def _drop_archivals_on_lost_workers(self, cluster: ClusterHandle) -> None:
-        """A pinned archival whose worker is gone can never run: its node-local outputs went with it."""
+        """A pinned archival whose worker is gone would wait forever: archive unpinned instead.
+
+        If the staged outputs went with the worker (node-local scratch), that archival finds them
+        gone and the model is computed again; on shared scratch nothing is lost.
+        """
         if not self._pinned or time.monotonic() - self._workers_checked < 2.0:
             return
         self._workers_checked = time.monotonic()
@@ -247,9 +251,14 @@ class Driver:
                 _, job_id = self._in_flight.pop(future)
                 future.cancel()
                 name = self._jobs[job_id].name
-                self.ledger.requeue(job_id, "the worker holding the staged outputs is gone")
-                self.on_event(Event("rerun", name, "the worker holding its outputs is gone; computing it again"))
-                self._queue.append((Action.RUN, job_id))
+                if self.ledger.job(job_id).state == JobState.ARCHIVED:  # it finished as the worker left
+                    self.outcome.archived += 1
+                    self.on_event(Event("archived", name))
+                    continue
+                self.ledger.end_open_archive_attempts([job_id], "interrupted: the worker left")
+                self.on_event(Event("retry_archive", name, "the worker holding its outputs left; archiving "
+                                    "from another worker"))
+                self._queue.appendleft((Action.ARCHIVE, job_id))
 
     def _staged_dir(self, job_id: int) -> str:
         staged = self.ledger.job(job_id).staged_dir

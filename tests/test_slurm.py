@@ -148,3 +148,41 @@ def test_driver_sbatch_script_runs_the_grid(tmp_path: Path, null_home: Path, slu
     log = (tmp_path / f"driver-{job_id}.out").read_text()
     assert status(config)["counts"] == {"archived": 4}, log
     assert verify(config)["returncode"] == 0
+
+
+def test_worker_job_cancelled_while_pending_is_replaced(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
+    blocker = slurm.run("sbatch", "--parsable", "--mem=8192", "--wrap", "sleep 300", "-o", "/dev/null").stdout.strip()
+    _wait(lambda: (blocker, "wrap", "RUNNING") in slurm.jobs(), 30, "the blocker job to run")
+    config = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, null_home, max_jobs=1))
+    db = tmp_path / "ledger.sqlite"
+    driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "SLURM_CONF": str(slurm.conf)})
+    try:
+        _wait(lambda: ledger_rows(db, "select count(*) from worker_jobs")[0][0] >= 1, 120, "a recorded worker job")
+        (first,) = ledger_rows(db, "select external_id from worker_jobs")[0]
+        assert (first, "PENDING") in {(j, state) for j, _, state in slurm.jobs()}  # no room: it waits
+        slurm.run("scancel", first)  # cancelled while pending: dask-jobqueue alone never notices
+        _wait(lambda: ledger_rows(db, "select count(*) from worker_jobs where external_id != ?", first)[0][0] >= 1,
+              120, "a replacement worker job")
+    finally:
+        slurm.run("scancel", blocker)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output
+    assert status(config)["counts"] == {"archived": 4}
+    assert ledger_rows(db, "select ended_at is not null from worker_jobs where external_id = ?", first) == [(1,)]
+
+
+def test_walltime_shorter_than_the_grid_retires_and_replaces_workers(
+    tmp_path: Path, null_home: Path, slurm: Slurm
+) -> None:
+    home = _slow_home(tmp_path, null_home, 7)
+    config = _slurm_config(tmp_path, home, walltime="00:01:00")  # workers retire after ~30 s
+    config["grid"]["fuv"] = [1.0, 10.0, 100.0, 1000.0, 10000.0]
+    path = write_config(tmp_path / "run.yaml", config)
+    done = cli("run", str(path), env={"SLURM_CONF": str(slurm.conf)}, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = status(path)
+    assert report["counts"] == {"archived": 10}  # and no failed_model
+    db = tmp_path / "ledger.sqlite"
+    assert ledger_rows(db, "select count(*) from worker_jobs")[0][0] > 2  # retired workers were replaced
+    assert verify(path)["returncode"] == 0
