@@ -130,6 +130,11 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
 
     from .driver import RESUBMIT_STATES, RUN_STATES, Driver, Event, Outcome, plan_run
 
+    runner = None
+    if config.cluster.kind == "allocation":
+        from .cluster.allocation import join_allocation
+
+        runner = join_allocation(config.cluster)  # type: ignore[arg-type]  # other ranks never return
     plan = plan_run(config)  # all checks before anything is written
     ledger = _open_ledger(config, patience=300.0)  # the driver waits out a database restart
     progress = Progress(
@@ -141,6 +146,8 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
     def on_event(event: Event) -> None:
         if event.kind == "dashboard":
             progress.console.print(f"Dask dashboard: {event.detail}")
+            if config.cluster.kind != "local":
+                progress.console.print(_tunnel_hint(event.detail))
             return
         style = {"archived": None, "failed_model": "red", "failed_storage": "red", "lost": "red"}.get(event.kind, "yellow")
         if style is not None:
@@ -151,7 +158,7 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
         progress.update(task, total=outcome.todo, completed=done,
                         states=f"archived {outcome.archived}, failed {len(outcome.failures)}")
 
-    driver = Driver(config, plan, ledger, on_event=on_event, on_progress=on_progress)
+    driver = Driver(config, plan, ledger, on_event=on_event, on_progress=on_progress, runner=runner)
     interrupted = False
     try:
         with progress:
@@ -238,6 +245,18 @@ def cmd_db(config: Config, args: argparse.Namespace, console: Console) -> int:
     finally:
         engine.dispose()
     return EXIT_OK
+
+
+def _tunnel_hint(link: str) -> str:
+    """The ssh line that brings a dashboard on a cluster node to the user's laptop."""
+    import getpass
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(link)
+    port = parts.port or 8787
+    return (f"from your laptop: ssh -N -L {port}:{parts.hostname}:{port} {getpass.getuser()}@{socket.getfqdn()} "
+            f"then open http://localhost:{port}{parts.path}")
 
 
 def build_parser() -> argparse.ArgumentParser:

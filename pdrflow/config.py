@@ -134,7 +134,18 @@ class SlurmClusterConfig(_Section):
     dashboard_address: str | None
 
 
-ClusterConfig = Annotated[LocalClusterConfig | SlurmClusterConfig, Field(discriminator="kind")]
+class AllocationClusterConfig(_Section):
+    """Scheduler, driver and workers as the srun tasks of one allocation (dask-jobqueue's SLURMRunner)."""
+
+    kind: Literal["allocation"]
+    interface: str | None
+    scheduler_directory: str | None  # where the scheduler file goes (every task must see it)
+    dashboard_address: str | None
+
+
+ClusterConfig = Annotated[
+    LocalClusterConfig | SlurmClusterConfig | AllocationClusterConfig, Field(discriminator="kind")
+]
 
 
 def default_scratch_root() -> Path:
@@ -174,6 +185,7 @@ _KIND_MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("storage", "sftp"): SftpStorageConfig,
     ("cluster", "local"): LocalClusterConfig,
     ("cluster", "slurm"): SlurmClusterConfig,
+    ("cluster", "allocation"): AllocationClusterConfig,
 }
 _SECTIONS = ("grid", "kosma_tau", "database", "storage", "cluster", "scratch", "run")
 _KIND_SECTIONS = ("storage", "cluster")

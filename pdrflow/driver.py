@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from distributed import Future, wait
 from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
@@ -93,7 +94,8 @@ def plan_run(config: Config) -> Plan:
 
 class Driver:
     def __init__(self, config: Config, plan: Plan, ledger: Ledger, on_event: Callable[[Event], None] | None = None,
-                 on_progress: Callable[[Outcome], None] | None = None) -> None:
+                 on_progress: Callable[[Outcome], None] | None = None, runner: Any = None) -> None:
+        self.runner = runner  # an entered SLURMRunner when the grid runs inside one allocation
         self.config = config
         self.plan = plan
         self.ledger = ledger
@@ -140,7 +142,7 @@ class Driver:
             self._jobs[job.id] = job
             self._queue.append(self._first_action(job))
         try:
-            with start_cluster(self.config, self.lease) as cluster:
+            with start_cluster(self.config, self.lease, self.runner) as cluster:
                 if cluster.dashboard_link:
                     self.on_event(Event("dashboard", "-", cluster.dashboard_link))
                 cluster.client.register_plugin(WorkerResources())

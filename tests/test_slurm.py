@@ -186,3 +186,24 @@ def test_walltime_shorter_than_the_grid_retires_and_replaces_workers(
     db = tmp_path / "ledger.sqlite"
     assert ledger_rows(db, "select count(*) from worker_jobs")[0][0] > 2  # retired workers were replaced
     assert verify(path)["returncode"] == 0
+
+
+def test_allocation_sbatch_script_runs_the_grid_with_slurm_runner(
+    tmp_path: Path, null_home: Path, slurm: Slurm
+) -> None:
+    config = base_config(tmp_path, home=null_home, cluster={"kind": "allocation", "interface": "lo",
+                                                              "dashboard_address": "127.0.0.1:0"})
+    config["cluster"].pop("n_workers", None)
+    path = write_config(tmp_path / "run.yaml", config)
+    pdrflow = str(Path(sys.executable).parent / "pdrflow")
+    submitted = slurm.run("sbatch", "--parsable", "-n", "4", "--mem-per-cpu=500M", f"--chdir={tmp_path}",
+                          f"--export=ALL,PDRFLOW={pdrflow}", f"--output={tmp_path / 'grid-%j.out'}",
+                          str(REPO / "slurm" / "pdrflow-allocation.sbatch"), str(path))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    _wait(lambda: job_id not in {j for j, _, _ in slurm.jobs()}, 240, "the allocation to finish")
+    log = (tmp_path / f"grid-{job_id}.out").read_text()
+    assert status(path)["counts"] == {"archived": 4}, log
+    db = tmp_path / "ledger.sqlite"
+    assert {row[0] for row in ledger_rows(db, "select slurm_job_id from attempts where kind='model'")} == {job_id}
+    assert verify(path)["returncode"] == 0

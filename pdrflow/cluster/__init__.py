@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
-from ..config import Config, LocalClusterConfig, SlurmClusterConfig
+from typing import Any
+
+from ..config import AllocationClusterConfig, Config, LocalClusterConfig, SlurmClusterConfig
 from ..ledger.lease import GridLease
 from .base import ClusterHandle
 
 
-def start_cluster(config: Config, lease: GridLease | None = None) -> AbstractContextManager[ClusterHandle]:
+def start_cluster(
+    config: Config, lease: GridLease | None = None, runner: Any = None
+) -> AbstractContextManager[ClusterHandle]:
     if isinstance(config.cluster, LocalClusterConfig):
         from .local import local_cluster
 
@@ -18,6 +22,10 @@ def start_cluster(config: Config, lease: GridLease | None = None) -> AbstractCon
         from .slurm import slurm_cluster
 
         return slurm_cluster(config.cluster, lease)
+    if isinstance(config.cluster, AllocationClusterConfig):
+        from .allocation import allocation_cluster
+
+        return allocation_cluster(runner)
     raise NotImplementedError(f"cluster kind {config.cluster.kind!r}")  # pragma: no cover - config forbids it
 
 
