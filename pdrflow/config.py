@@ -164,6 +164,7 @@ class ScratchConfig(_Section):
 
 class RunConfig(_Section):
     max_in_flight: int | None = Field(ge=1)
+    expected_model_seconds: float | None = Field(gt=0)  # null: learned from finished models
     archive_attempts: int = Field(ge=1, le=100)
     archive_backoff_initial: float = Field(ge=0)
     archive_backoff_max: float = Field(ge=0)

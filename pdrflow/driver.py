@@ -9,11 +9,13 @@ outputs are gone.
 from __future__ import annotations
 
 import heapq
+import statistics
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -73,6 +75,13 @@ class Plan:
     settings: RunSettings
 
 
+def _duration(manifest: Manifest) -> float:
+    started, ended = manifest.provenance.get("started"), manifest.provenance.get("ended")
+    if not started or not ended:
+        return 0.0
+    return (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
+
+
 def plan_run(config: Config) -> Plan:
     """Everything that can be checked without writing anything (raises ConfigError)."""
     installation = resolve_installation(config.kosma_tau)
@@ -116,6 +125,7 @@ class Driver:
         self.lease: GridLease | None = None
         self._pinned: dict[Future, str] = {}  # archival futures bound to the worker holding the outputs
         self._workers_checked = 0.0
+        self._durations: deque[float] = deque(maxlen=200)  # recent model runtimes, seconds
 
     # ---- the public entry point -----------------------------------------------------------
 
@@ -219,7 +229,7 @@ class Driver:
         if action is Action.RUN:
             self.outcome.model_runs += 1
             future = cluster.client.submit(
-                run_model, ModelJob(job_id, self.plan.specs[job.model_hash]), settings,
+                run_model, ModelJob(job_id, self.plan.specs[job.model_hash], self._expected_runtime()), settings,
                 key=f"run-{job.name}-{job_id}-{self.outcome.model_runs}", pure=False,
             )
         else:
@@ -266,10 +276,17 @@ class Driver:
         staged = self.ledger.job(job_id).staged_dir
         return staged or ""
 
+    def _expected_runtime(self) -> float | None:
+        """Configured, else the median of this run's finished models (None until one finished)."""
+        if self.config.run.expected_model_seconds is not None:
+            return self.config.run.expected_model_seconds
+        return statistics.median(self._durations) if self._durations else None
+
     def _run_finished(self, cluster: ClusterHandle, future: Future, job_id: int) -> None:
         name = self._jobs[job_id].name
         if future.status == "finished":
             manifest: Manifest = future.result()
+            self._durations.append(_duration(manifest))
             self._submit(cluster, Action.ARCHIVE, job_id, manifest)
             return
         error = future.exception()

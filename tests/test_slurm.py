@@ -172,22 +172,6 @@ def test_worker_job_cancelled_while_pending_is_replaced(tmp_path: Path, null_hom
     assert ledger_rows(db, "select ended_at is not null from worker_jobs where external_id = ?", first) == [(1,)]
 
 
-def test_walltime_shorter_than_the_grid_retires_and_replaces_workers(
-    tmp_path: Path, null_home: Path, slurm: Slurm
-) -> None:
-    home = _slow_home(tmp_path, null_home, 7)
-    config = _slurm_config(tmp_path, home, walltime="00:01:00")  # workers retire after ~30 s
-    config["grid"]["fuv"] = [1.0, 10.0, 100.0, 1000.0, 10000.0]
-    path = write_config(tmp_path / "run.yaml", config)
-    done = cli("run", str(path), env={"SLURM_CONF": str(slurm.conf)}, timeout=400)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = status(path)
-    assert report["counts"] == {"archived": 10}  # and no failed_model
-    db = tmp_path / "ledger.sqlite"
-    assert ledger_rows(db, "select count(*) from worker_jobs")[0][0] > 2  # retired workers were replaced
-    assert verify(path)["returncode"] == 0
-
-
 def test_allocation_sbatch_script_runs_the_grid_with_slurm_runner(
     tmp_path: Path, null_home: Path, slurm: Slurm
 ) -> None:
@@ -206,4 +190,22 @@ def test_allocation_sbatch_script_runs_the_grid_with_slurm_runner(
     assert status(path)["counts"] == {"archived": 4}, log
     db = tmp_path / "ledger.sqlite"
     assert {row[0] for row in ledger_rows(db, "select slurm_job_id from attempts where kind='model'")} == {job_id}
+    assert verify(path)["returncode"] == 0
+
+
+def test_walltime_shorter_than_the_grid_retires_workers_without_cutting_models(
+    tmp_path: Path, null_home: Path, slurm: Slurm
+) -> None:
+    home = _slow_home(tmp_path, null_home, 7)
+    config = _slurm_config(tmp_path, home, walltime="00:01:00")  # workers retire after ~27-33 s
+    config["run"]["expected_model_seconds"] = 12
+    config["grid"]["fuv"] = [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0]
+    path = write_config(tmp_path / "run.yaml", config)
+    done = cli("run", str(path), env={"SLURM_CONF": str(slurm.conf)}, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert status(path)["counts"] == {"archived": 12}  # and no failed_model
+    db = tmp_path / "ledger.sqlite"
+    assert ledger_rows(db, "select count(*) from worker_jobs")[0][0] > 2  # retired workers were replaced
+    # No model was started on a worker retiring within 12 s: none was cut short.
+    assert ledger_rows(db, "select count(*) from attempts where kind='model' and outcome != 'ok'") == [(0,)]
     assert verify(path)["returncode"] == 0

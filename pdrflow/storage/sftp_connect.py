@@ -201,7 +201,9 @@ def _network_error(endpoint: Endpoint, exc: BaseException, during: str) -> Stora
         return StorageError(f"timed out {during} {endpoint.address}", transient=True)
     if isinstance(exc, OSError) and exc.strerror:
         return StorageError(f"{exc.strerror.lower()} {during} {endpoint.address}", transient=True)
-    return StorageError(f"connection to {endpoint.address} failed {during}: {exc or type(exc).__name__}", transient=True)
+    return StorageError(
+        f"connection to {endpoint.address} failed {during}: {exc or type(exc).__name__}", transient=True
+    )
 
 
 def _load_key(path: Path) -> paramiko.PKey | str:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -53,6 +54,15 @@ class WorkerResources(WorkerPlugin):
             if key not in self._storages:
                 self._storages[key] = open_storage(settings.storage)
             return self._storages[key]
+
+    def setup(self, worker: Any) -> None:
+        # When the worker retires (--lifetime, before the batch job's walltime), if it ever does.
+        lifetime = getattr(worker, "lifetime", None)
+        self.deadline = time.monotonic() + float(lifetime) if lifetime else None
+
+    def remaining_seconds(self) -> float | None:
+        deadline = getattr(self, "deadline", None)
+        return None if deadline is None else deadline - time.monotonic()
 
     def track(self, pgid: int) -> None:
         with self._lock:
@@ -113,6 +123,12 @@ def tracked_process_group(pgid: int) -> Iterator[threading.Event]:
         yield plugin.stopping
     finally:
         plugin.untrack(pgid)
+
+
+def remaining_lifetime() -> float | None:
+    """Seconds until this worker retires, or None (no lifetime, or not in a worker)."""
+    plugin = _plugin()
+    return plugin.remaining_seconds() if plugin is not None else None
 
 
 def worker_name() -> str | None:

@@ -16,17 +16,20 @@ import socket
 import subprocess
 import tarfile
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from distributed import Reschedule
 
 from ..config import default_scratch_root
 from ..errors import ModelFailed
 from ..kosma import layout
 from ..kosma.inputs import CHEM_RATES_LINK, render_pdr_config_json, render_pdrnew_inp
 from ..storage.base import sha256_file
-from .resources import task_ledger, tracked_process_group, worker_name
+from .resources import remaining_lifetime, task_ledger, tracked_process_group, worker_name
 from .types import MANIFEST_FILE, Manifest, ModelJob, RunSettings, StagedFile
 
 
@@ -39,7 +42,7 @@ class ModelInterrupted(Exception):
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _last_line(path: Path) -> str:
@@ -182,6 +185,11 @@ def collect_manifest(job: ModelJob, settings: RunSettings, scratch: Path, proven
 
 def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
     """The Dask task. Raises ModelFailed (job ``failed_model``) when a step fails."""
+    remaining = remaining_lifetime()
+    if job.needs_seconds is not None and remaining is not None and remaining < job.needs_seconds:
+        # This worker retires before the model could finish: let the scheduler place it elsewhere.
+        time.sleep(min(2.0, max(0.0, remaining)))  # no hot loop while this worker is the only one
+        raise Reschedule()
     host = socket.gethostname()
     inst = settings.installation
     exit_codes: dict[str, Any] = {}

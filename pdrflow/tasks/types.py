@@ -32,6 +32,7 @@ class RunSettings:
 class ModelJob:
     job_id: int
     spec: ModelSpec
+    needs_seconds: float | None = None  # expected runtime: not started on a worker retiring sooner
 
 
 @dataclass(frozen=True)
