@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from helpers import base_config, cli, write_config
 
+from pdrflow.cli import main
 from pdrflow.config import load_config
 from pdrflow.errors import ConfigError
 
@@ -56,17 +57,28 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize(("label", "mutate", "message"), BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(
-    tmp_path: Path, null_home: Path, label: str, mutate: Any, message: str
+    tmp_path: Path, null_home: Path, label: str, mutate: Any, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "bad.yaml", mutate(base_config(run_dir, home=null_home)))
-    done = cli("run", str(config))
-    assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
+    assert main(["run", str(config)]) == 2  # the CLI's entry point, in this process (fast)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert message in lines[0]
-    assert "hunter2" not in done.stdout + done.stderr
+    assert "hunter2" not in out + err
     assert not run_dir.exists()  # no ledger, no archive, no scratch
+
+
+def test_bad_config_through_the_real_command(tmp_path: Path, null_home: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = base_config(run_dir, home=null_home)
+    config["grid"]["density"] = [-1e3]
+    done = cli("run", str(write_config(tmp_path / "bad.yaml", config)))
+    assert done.returncode == 2
+    assert done.stderr == "pdrflow: error: grid.density[0]: must be > 0, got -1000.0\n"
+    assert done.stdout == ""
+    assert not run_dir.exists()
 
 
 @pytest.mark.parametrize(
