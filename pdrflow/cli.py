@@ -27,6 +27,15 @@ _STYLE = {"archived": "green", "failed_model": "red", "failed_storage": "red", "
           "computed": "cyan", "pending": "white"}
 
 
+def worker_safety_config() -> dict[str, object]:
+    """CPython < 3.11.9 can deadlock a Dask worker when its statistical profiler
+    (sys._current_frames every 10 ms) races thread creation or exit (gh-106883); pdrflow's tasks
+    start threads (step timers, paramiko). Seen here: workers hung for good. Switch it off there."""
+    if sys.version_info < (3, 11, 9) or (3, 12) <= sys.version_info < (3, 12, 3):
+        return {"distributed.worker.profile.enabled": False}
+    return {}
+
+
 def _ledger_exists(config: Config) -> bool:
     url = config.database.sqlalchemy_url()
     return not url.drivername.startswith("sqlite") or (url.database is not None and Path(url.database).exists())
@@ -292,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pdrflow").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # distributed configures its loggers when first imported (by the driver, below): quiet by default.
     dask.config.set({"logging.distributed": "debug" if args.verbose else "warning"})
+    dask.config.set(worker_safety_config())
     console = Console(stderr=False, highlight=False)
     try:
         config = load_config(args.config)

@@ -253,3 +253,19 @@ def test_driver_killed_hard_then_resumed_recomputes_nothing_archived(tmp_path: P
                                "where j.name = ? and a.kind = 'model'", name) == [(1,)]
     assert ledger_rows(db, "select count(*) from attempts where outcome='running'") == [(0,)]
     assert verify(config)["returncode"] == 0
+
+
+def test_workers_run_without_the_profiler_on_interpreters_that_deadlock(tmp_path: Path) -> None:
+    """gh-106883: on CPython < 3.11.9 the worker profiler can hang a worker for good."""
+    from distributed import Client, LocalCluster
+
+    import dask.config
+    from pdrflow.cli import worker_safety_config
+
+    settings = worker_safety_config()
+    if sys.version_info < (3, 11, 9):
+        assert settings == {"distributed.worker.profile.enabled": False}
+    with dask.config.set(settings), LocalCluster(n_workers=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        enabled = client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
+    assert set(enabled.values()) == {settings.get("distributed.worker.profile.enabled", True)}

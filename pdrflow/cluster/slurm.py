@@ -168,9 +168,13 @@ def slurm_cluster(config: SlurmClusterConfig, lease: GridLease | None) -> Iterat
     processes = config.processes or defaults.get("processes") or 1
     walltime = config.walltime or defaults.get("walltime") or "01:00:00"
     check_request(config, int(cores), str(memory))  # before any sbatch
+    prologue = list(config.job_script_prologue or defaults.get("job-script-prologue") or [])
+    if dask.config.get("distributed.worker.profile.enabled", True) is False:
+        # Worker jobs read their own dask config: pass on the driver's decision (see cli.worker_safety_config).
+        prologue.append("export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False")
     given = {key: value for key, value in {
         "queue": config.queue, "account": config.account, "job_extra_directives": config.job_extra_directives,
-        "job_script_prologue": config.job_script_prologue, "interface": config.interface,
+        "job_script_prologue": prologue or None, "interface": config.interface,
         "local_directory": config.local_directory, "log_directory": config.log_directory,
     }.items() if value is not None}
     cluster = SLURMCluster(

@@ -17,7 +17,7 @@ import posixpath
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 CHUNK = 1 << 20
 
@@ -93,10 +93,10 @@ class Storage(ABC):
     def checksum(self, path: str) -> str | None:
         """sha256 of the stored file, or None when it does not exist."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release connections; the object may not be used afterwards."""
 
-    def __enter__(self) -> Storage:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

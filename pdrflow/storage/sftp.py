@@ -11,11 +11,15 @@ Upload of one file (``put``):
    sha256: equal means already archived, nothing is written (cheap resumed archival).
 2. Create missing directories (remembered per connection).
 3. Write ``.<name>.pdrflow-<uuid>.part`` in the target directory with pipelined writes,
-   hashing the bytes as they are sent; ``fsync@openssh.com`` (when offered) and ``fstat``
-   ride behind the last write; compare size and sha256; close.
+   hashing the bytes as they are sent; ``fsync@openssh.com`` (when offered), ``fstat`` and
+   close ride behind the last write (one round trip); a large file is also flushed to the
+   server's disk from a spare channel while it streams; compare size and sha256.
 4. ``posix-rename@openssh.com`` onto the final name. Without that extension: plain rename
    when the final name is free, else move the old file aside first - the final name may be
    briefly absent but never holds a partial file.
+
+A partial file that a cut connection left behind is removed by the next upload through the
+same instance (it is only ever a hidden ``.pdrflow-*.part`` name, never the final path).
 
 Failures raise :class:`StorageError`. Network trouble (refused, reset, timeout, server
 restart) is ``transient`` and retried here with bounded exponential backoff (tenacity),
@@ -57,6 +61,8 @@ from .sftp_protocol import (
     O_EXCL,
     O_WRITE,
     STATUS_NAMES,
+    Attrs,
+    BackgroundFlush,
     SftpProtocolError,
     SftpSession,
     SftpStatus,
@@ -122,6 +128,7 @@ class SftpStorage(Storage):
         self._known_dirs: set[str] = set()
         self._slots = threading.BoundedSemaphore(config.files_in_flight)
         self._orphans: set[str] = set()  # partial files left by uploads cut off mid-transfer
+        self._pool: ThreadPoolExecutor | None = None  # for put_many, created on first use
 
     # Pickling (e.g. into a Dask task) carries the configuration only; connections reopen lazily.
     def __getstate__(self) -> dict[str, object]:
@@ -155,7 +162,8 @@ class SftpStorage(Storage):
         self._idle.clear()
         self._known_dirs.clear()
         if self._transport is not None:
-            self._transport.close()
+            with contextlib.suppress(Exception):  # it may be dead already
+                self._transport.close()
         self._transport = None
 
     def _discard(self, generation: int) -> None:
@@ -170,6 +178,21 @@ class SftpStorage(Storage):
         """An SFTP channel for this thread; network errors become transient StorageErrors."""
         if not self._slots.acquire(timeout=self.config.operation_timeout * RETRY_ATTEMPTS):
             raise StorageError(f"no free SFTP channel to {self._endpoint.address} in time", transient=True)
+        with self._checked_out() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _spare_session(self) -> Iterator[SftpSession | None]:
+        """A second channel if one of the ``files_in_flight`` is free right now, else None (never waits)."""
+        if not self._slots.acquire(blocking=False):
+            yield None
+            return
+        with self._checked_out() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _checked_out(self) -> Iterator[SftpSession]:
+        """A channel from the pool (or a new one); the caller holds a slot, released here."""
         generation = -1
         session: SftpSession | None = None
         try:
@@ -234,10 +257,13 @@ class SftpStorage(Storage):
         return retrying(operation)
 
     def close(self) -> None:
-        """Close the connection; a later call reconnects (so closing early is harmless)."""
+        """Close the connection and the upload threads; a later call reopens them (closing early is harmless)."""
         with self._lock:
             self._drop_locked()
             self._generation += 1
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- paths and errors ------------------------------------------------------------
 
@@ -324,21 +350,36 @@ class SftpStorage(Storage):
         """
         for _, path, _, _ in items:
             check_relative_path(path)
-        workers = min(self.config.files_in_flight, len(items))
-        if workers <= 1:
+        if len(items) <= 1 or self.config.files_in_flight == 1:
             return [self.put(local, path, size=size, sha256=sha) for local, path, size, sha in items]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pdrflow-sftp") as pool:
-            futures: list[Future[StoredFile]] = [
-                pool.submit(self.put, local, path, size=size, sha256=sha) for local, path, size, sha in items
-            ]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-            wait(futures)
-            for future in futures:
-                if not future.cancelled() and future.exception() is not None:
-                    raise future.exception()  # type: ignore[misc]
-            return [future.result() for future in futures]
+        pool = self._executor()
+        futures: list[Future[StoredFile]] = [
+            pool.submit(self.put, local, path, size=size, sha256=sha) for local, path, size, sha in items
+        ]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            future.cancel()  # no effect on the running and the finished ones
+        wait(futures)
+        for future in futures:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        if any(future.cancelled() for future in futures):
+            raise StorageError(f"uploads to {self._endpoint.address} cancelled: the storage was closed", transient=True)
+        return [future.result() for future in futures]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """One long-lived pool per instance (threads are not created per call).
+
+        Besides saving work, this matters for Python < 3.11.9 in Dask workers: thread
+        creation racing Dask's profiler (sys._current_frames) can deadlock the interpreter
+        (CPython gh-106883); a pool per call made that likely.
+        """
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.config.files_in_flight, thread_name_prefix="pdrflow-sftp"
+                )
+            return self._pool
 
     def _put_once(
         self, session: SftpSession, local: Path, remote: str, path: str, size: int, sha256: str
@@ -367,11 +408,7 @@ class SftpStorage(Storage):
             except SftpStatus as exc:
                 raise self._status_error(exc, session, size, remote) from None
             try:
-                try:
-                    written, digest, attrs = session.upload(handle, _CheckedReader(source, local), temporary)
-                finally:
-                    with contextlib.suppress(SftpStatus):  # a failed close after a failed write adds nothing
-                        session.close_handle(handle, temporary)
+                written, digest, attrs = self._upload(session, handle, _CheckedReader(source, local), temporary, size)
                 if written != size or digest != sha256:
                     raise StorageError(
                         f"{path}: staged file {local} changed while archiving (expected {size} bytes sha256 "
@@ -397,6 +434,23 @@ class SftpStorage(Storage):
                     with self._lock:
                         self._orphans.add(temporary)
         return StoredFile(path, size, sha256)
+
+    def _upload(
+        self, session: SftpSession, handle: bytes, source: _CheckedReader, temporary: str, size: int
+    ) -> tuple[int, str, Attrs]:
+        """Stream the file; a large one is flushed to the server's disk from a spare channel meanwhile."""
+        if not session.use_fsync or size < 2 * BackgroundFlush.EVERY:
+            return session.upload(handle, source, temporary)
+        with self._spare_session() as helper:
+            flusher = None
+            if helper is not None:
+                with contextlib.suppress(SftpStatus):  # no flushing alongside, then: the final fsync does it all
+                    flusher = BackgroundFlush(helper, temporary)
+            result = session.upload(handle, source, temporary, flusher)
+            if flusher is not None:
+                with contextlib.suppress(SftpStatus):  # only the helper's read handle is at stake
+                    flusher.finish()
+            return result
 
     def _remove_orphans(self, session: SftpSession) -> None:
         """Remove partial files that earlier uploads through this instance had to abandon."""
@@ -456,4 +510,3 @@ class SftpStorage(Storage):
             raise StorageError(f"{directory} on {self._endpoint.address} exists and is not a directory")
         with self._lock:
             self._known_dirs.add(directory)
-

@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
@@ -157,6 +158,7 @@ class Sshd:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="pdrflow-sshd-"))
             self._own_workdir = True
+        self.workdir.mkdir(parents=True, exist_ok=True)
         # Non-root users must be able to read their authorized_keys file below this directory.
         self.workdir.chmod(0o755)
         self.host_key = self.workdir / "host_ed25519"
@@ -188,14 +190,19 @@ class Sshd:
     def pid_file(self) -> Path:
         return self.dir / "sshd.pid"
 
-    def known_hosts_line(self) -> str:
-        """The line OpenSSH (and paramiko) expect in known_hosts for this server."""
-        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+    def known_hosts_line(self, port: int | None = None) -> str:
+        """The line OpenSSH (and paramiko) expect in known_hosts for this server.
+
+        ``port``: the port clients connect to, when that is a proxy in front of sshd.
+        """
+        port = port or self.port
+        name = self.host if port == 22 else f"[{self.host}]:{port}"
         key_type, key_data = self.host_public_key.split()[:2]
         return f"{name} {key_type} {key_data}"
 
-    def write_known_hosts(self, path: Path) -> Path:
-        path.write_text(self.known_hosts_line() + "\n")
+    def write_known_hosts(self, path: Path, *ports: int) -> Path:
+        """A known_hosts file trusting this server (on its own port and on any proxy ``ports``)."""
+        path.write_text("".join(self.known_hosts_line(port) + "\n" for port in (self.port, *ports)))
         return path
 
     def _write_config(self) -> None:
@@ -301,7 +308,7 @@ class Sshd:
         if self._own_workdir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> Sshd:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -1,0 +1,270 @@
+"""SFTP archival speed, side by side in one run; prints one JSON document.
+
+    /opt/pdrvenv/bin/python benchmarks/bench_sftp.py [--size-mb 200] [--repeat 3] [--rtt-ms 20]
+
+It starts its own OpenSSH sshd on 127.0.0.1 (tests/services/sshd.py) and compares:
+
+1. One large file on loopback: pdrflow's SFTP backend (``put``: sha256 while streaming,
+   fsync, atomic rename) vs OpenSSH's ``sftp -b`` (``put``; also ``sftp -f``, which fsyncs
+   like pdrflow) vs paramiko's plain ``SFTPClient.put``; and pdrflow with its fsync patched
+   out, to show what durability costs. Each sample includes connecting and authenticating,
+   and starts after ``sync`` (no sample pays for another's dirty pages); MB/s = 10^6 B/s.
+2. One KOSMA-tau model's file set (2 HDF5 files of a few MB + 83 text files of 10-50 KB)
+   through pdrflow's delay proxy (tests/services/tcp_proxy.py) at the given round-trip
+   time: pdrflow ``put_many`` (several files in flight) vs ``sftp -b`` putting the files
+   one by one (and pdrflow ``put`` one by one, to show where the gain comes from).
+
+The samples run interleaved (a, b, c, a, b, c, ...) so that background load hits all
+contenders alike; the medians and their ratios are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import paramiko
+
+from pdrflow.config import SftpStorageConfig
+from pdrflow.storage.base import sha256_file
+from pdrflow.storage.sftp import SftpStorage
+from pdrflow.storage.sftp_protocol import SftpSession
+from tests.services.sshd import Sshd
+from tests.services.tcp_proxy import TcpProxy
+
+
+def storage_config(server: Sshd, port: int, known_hosts: Path, root: Path) -> SftpStorageConfig:
+    return SftpStorageConfig(
+        kind="sftp",
+        host=server.host,
+        port=port,
+        username="root",
+        root=str(root),
+        key_filename=server.client_key,
+        known_hosts=known_hosts,
+        ssh_config=None,
+        connect_timeout=30,
+        operation_timeout=120,
+        files_in_flight=8,
+    )
+
+
+def sftp_batch(server: Sshd, port: int, known_hosts: Path, batch: Path, *, fsync: bool = False) -> None:
+    """OpenSSH's own client; ``fsync``: ``sftp -f`` (fsync@openssh.com after each file, like pdrflow)."""
+    subprocess.run(
+        [
+            "sftp", *(["-f"] if fsync else []), "-q", "-b", str(batch), "-P", str(port),
+            "-i", str(server.client_key), "-F", "/dev/null",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"root@{server.host}",
+        ],
+        check=True, timeout=600, capture_output=True,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def without_fsync() -> Iterator[None]:
+    """pdrflow with its fsync switched off - not a shipping mode: it shows what durability costs."""
+    original = SftpSession.__init__
+
+    def patched(self: SftpSession, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.use_fsync = False
+
+    SftpSession.__init__ = patched  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SftpSession.__init__ = original  # type: ignore[method-assign]
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def large_file(server: Sshd, known_hosts: Path, work: Path, size_mb: int, repeat: int) -> dict[str, object]:
+    source = work / "large.bin"
+    with source.open("wb") as out:
+        for _ in range(size_mb):
+            out.write(os.urandom(1_000_000))
+    size, sha = sha256_file(source)
+    remote = work / "remote-large"
+
+    def fresh() -> None:
+        shutil.rmtree(remote, ignore_errors=True)
+        remote.mkdir()
+
+    def pdrflow() -> None:
+        with contextlib.closing(SftpStorage(storage_config(server, server.port, known_hosts, remote))) as storage:
+            storage.put(source, "grid/pdrgrid/large.bin", size=size, sha256=sha)
+
+    def pdrflow_no_fsync() -> None:
+        with without_fsync():
+            pdrflow()
+
+    def openssh(fsync: bool = False) -> None:
+        batch = work / "large.batch"
+        batch.write_text(f"put {source} {remote}/large.bin\n")
+        sftp_batch(server, server.port, known_hosts, batch, fsync=fsync)
+
+    def plain_paramiko() -> None:
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(server.host, server.port, "root", key_filename=str(server.client_key),
+                       look_for_keys=False, allow_agent=False)  # fmt: skip
+        try:
+            client.open_sftp().put(str(source), f"{remote}/large.bin")
+        finally:
+            client.close()
+
+    contenders: dict[str, Callable[[], object]] = {
+        "pdrflow": pdrflow,
+        "openssh_sftp": openssh,
+        "openssh_sftp_fsync": lambda: openssh(fsync=True),
+        "paramiko_put": plain_paramiko,
+        "pdrflow_without_fsync": pdrflow_no_fsync,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeat):
+        for name, action in contenders.items():
+            fresh()
+            os.sync()  # no sample pays for the previous one's dirty pages
+            seconds = timed(action)
+            stored = next(p for p in remote.rglob("large.bin"))
+            assert stored.stat().st_size == size, f"{name} stored {stored.stat().st_size} bytes"
+            samples[name].append(size / seconds / 1e6)
+    fresh()
+    medians = {name: round(statistics.median(values), 1) for name, values in samples.items()}
+    return {
+        "bytes": size,
+        "mb_per_s": medians,
+        "samples_mb_per_s": {name: [round(v, 1) for v in values] for name, values in samples.items()},
+        "ratio_pdrflow_to_openssh_sftp": round(medians["pdrflow"] / medians["openssh_sftp"], 2),
+        "ratio_pdrflow_to_openssh_sftp_fsync": round(medians["pdrflow"] / medians["openssh_sftp_fsync"], 2),
+        "ratio_pdrflow_to_paramiko_put": round(medians["pdrflow"] / medians["paramiko_put"], 2),
+        "ratio_pdrflow_without_fsync_to_openssh_sftp": round(
+            medians["pdrflow_without_fsync"] / medians["openssh_sftp"], 2
+        ),
+    }
+
+
+def model_files(directory: Path) -> list[tuple[Path, str, int, str]]:
+    """A KOSMA-tau model's outputs: 2 HDF5 files and 83 text files, realistic sizes, seeded."""
+    rng = random.Random(1)
+    sizes = [("pdrstruct100_30_-10_10_00.hdf5", 3_200_000), ("pdrchem100_30_-10_10_00.hdf5", 1_400_000)]
+    sizes += [(f"ONION100_30_-10_10_00.file{i:02d}.out", rng.randint(10_000, 50_000)) for i in range(83)]
+    items = []
+    directory.mkdir(parents=True)
+    for name, size in sizes:
+        path = directory / name
+        path.write_bytes(rng.randbytes(size))
+        items.append((path, f"grid/pdrgrid/{name}", *sha256_file(path)))
+    return items
+
+
+def one_model(server: Sshd, known_hosts: Path, work: Path, rtt_ms: float, repeat: int) -> dict[str, object]:
+    items = model_files(work / "model")
+    remote = work / "remote-model"
+    with TcpProxy(server.port, delay=rtt_ms / 2000) as proxy:
+        server.write_known_hosts(known_hosts, proxy.port)
+
+        def fresh() -> None:
+            shutil.rmtree(remote, ignore_errors=True)
+            remote.mkdir()
+
+        def pdrflow_put_many() -> None:
+            with contextlib.closing(SftpStorage(storage_config(server, proxy.port, known_hosts, remote))) as storage:
+                storage.put_many(items)
+
+        def pdrflow_one_by_one() -> None:
+            with contextlib.closing(SftpStorage(storage_config(server, proxy.port, known_hosts, remote))) as storage:
+                for local, path, size, sha in items:
+                    storage.put(local, path, size=size, sha256=sha)
+
+        def openssh_one_by_one() -> None:
+            batch = work / "model.batch"
+            lines = [f"-mkdir {remote}/grid", f"-mkdir {remote}/grid/pdrgrid"]
+            lines += [f"put {local} {remote}/{path}" for local, path, _, _ in items]
+            batch.write_text("\n".join(lines) + "\n")
+            sftp_batch(server, proxy.port, known_hosts, batch)
+
+        contenders = {
+            "pdrflow_put_many": pdrflow_put_many,
+            "openssh_sftp_batch": openssh_one_by_one,
+            "pdrflow_put_one_by_one": pdrflow_one_by_one,
+        }
+        samples: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(repeat):
+            for name, action in contenders.items():
+                fresh()
+                os.sync()
+                samples[name].append(timed(action))
+                stored = sorted(p.name for p in (remote / "grid" / "pdrgrid").iterdir())
+                assert stored == sorted(Path(path).name for _, path, _, _ in items), f"{name}: wrong file set"
+        fresh()
+    medians = {name: round(statistics.median(values), 2) for name, values in samples.items()}
+    return {
+        "files": len(items),
+        "bytes": sum(size for _, _, size, _ in items),
+        "rtt_ms": rtt_ms,
+        "seconds": medians,
+        "samples_seconds": {name: [round(v, 2) for v in values] for name, values in samples.items()},
+        "ratio_pdrflow_put_many_to_openssh_sftp_batch": round(
+            medians["pdrflow_put_many"] / medians["openssh_sftp_batch"], 3
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=200, help="size of the large file (10^6 bytes)")
+    parser.add_argument("--repeat", type=int, default=5, help="samples per contender")
+    parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time added by the delay proxy")
+    args = parser.parse_args()
+    ssh_version = subprocess.run(["ssh", "-V"], check=False, capture_output=True, text=True, timeout=10).stderr.strip()
+    work = Path(tempfile.mkdtemp(prefix="pdrflow-bench-sftp-"))
+    try:
+        with Sshd(workdir=work / "sshd") as server:
+            known_hosts = server.write_known_hosts(work / "known_hosts")
+            with contextlib.closing(SftpStorage(storage_config(server, server.port, known_hosts, work))) as probe:
+                probe.stat("probe")
+                transport = probe._transport
+                cipher = transport.local_cipher if transport is not None else None
+            result = {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "paramiko": paramiko.__version__,
+                    "openssh": ssh_version,
+                    "pdrflow_cipher": cipher,
+                    "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+                },
+                "large_file_loopback": large_file(server, known_hosts, work, args.size_mb, args.repeat),
+                "one_model_over_delay_proxy": one_model(server, known_hosts, work, args.rtt_ms, args.repeat),
+            }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
