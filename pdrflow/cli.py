@@ -111,7 +111,10 @@ def cmd_verify(config: Config, args: argparse.Namespace, console: Console) -> in
                 elif storage.stat(path) != size or storage.checksum(path) != sha256:
                     mismatched.append(path)
     except StorageError as exc:
-        console.print(f"[red]pdrflow: verify failed: storage: {exc}[/]")
+        if args.json:
+            print(json.dumps({"grid": config.grid.name, "checked": 0, "error": f"storage: {exc}"}))
+        else:
+            console.print(f"[red]pdrflow: verify failed: storage: {exc}[/]")
         return EXIT_FAILED
     document = {"grid": config.grid.name, "checked": len(records), "ok": len(records) - len(missing) - len(mismatched),
                 "missing": missing, "mismatched": mismatched}

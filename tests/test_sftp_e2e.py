@@ -252,3 +252,36 @@ def test_the_password_never_appears_anywhere(
             assert secret not in text
         for path in files_under(tmp_path):  # ledgers, logs, configs, scratch leftovers
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_link_cut_mid_transfer_is_failed_storage_and_resubmit_archives_without_rerun(
+    tmp_path: Path, null_home: Path, env: dict[str, str], sshd: Sshd
+) -> None:
+    from services.tcp_proxy import TcpProxy
+
+    archive = tmp_path / "archive"
+    with TcpProxy(sshd.port) as proxy:
+        known = sshd.write_known_hosts(tmp_path / "known_hosts", proxy.port)
+        storage = sftp_storage(sshd, known, archive, port=proxy.port, operation_timeout=3)
+        document = base_config(tmp_path, home=null_home, storage=storage, run={"archive_attempts": 1})
+        document["grid"] = grid(1)
+        config = write_config(tmp_path / "run.yaml", document)
+        proxy.cut_after(8_000)  # mid-way through the first model's files, then refuse until healed
+        done = cli("run", str(config), env=env)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert proxy.cut_event.is_set()
+        report = status(config)
+        assert report["counts"] == {"failed_storage": 2}
+        assert all("127.0.0.1" in job["reason"] for job in report["failed"])
+        final = [p for p in files_under(archive) if ".pdrflow-" not in p.name]
+        # Whatever reached a final path is complete: not a single partial file under a final name.
+        for path in final:
+            assert path.stat().st_size > 0
+        assert ledger_rows(tmp_path / "ledger.sqlite", "select count(*) from archived_files") == [(0,)]
+        proxy.heal()
+        fixed = cli("resubmit", str(config), env=env)
+        assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+        report = status(config)
+        assert report["counts"] == {"archived": 2}
+        assert report["attempts"]["model"] == 2  # no model was recomputed
+        assert verify(config)["returncode"] == 0

@@ -66,6 +66,7 @@ def test_grid_on_slurm_workers_is_archived_and_leaves_no_jobs(tmp_path: Path, nu
     done = cli("run", str(config), env={"SLURM_CONF": str(slurm.conf)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Dask dashboard: http://" in done.stdout
+    assert "from your laptop: ssh -N -L " in done.stdout  # the tunnel line on a cluster
     assert status(config)["counts"] == {"archived": 4}
     assert verify(config)["returncode"] == 0
     db = tmp_path / "ledger.sqlite"
