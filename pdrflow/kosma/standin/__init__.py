@@ -3,17 +3,22 @@
 Two small programs (``pdrflow-standin-pdrexe``, ``pdrflow-standin-onionexe``) that honour
 KOSMA-tau's file contract — they read ``PDRNEW.INP``/``pdr_config.json`` and ``ONION3.INP``, write
 every output file under the contract's names, and onion modifies ``pdrstruct_s.hdf5`` — with depth
-profiles from simple analytic PDR scalings (physics.py). They exist for the quickstart and the
-tests. Faults can be injected on any worker through the environment:
+profiles from simple analytic PDR scalings (physics.py) and a toy line transfer (lines.py). They
+exist for the quickstart and the tests; their numbers are not science. Faults can be injected on
+any worker through the environment:
 
 - ``PDRFLOW_STANDIN_SECONDS``: seconds one PDR run takes (default 0)
 - ``PDRFLOW_STANDIN_FAIL``: ``pdr``, ``onion`` or ``onion:<species>``: that step exits non-zero
 - ``PDRFLOW_STANDIN_EXIT``: the exit code of a failing step (default 1)
-- ``PDRFLOW_STANDIN_OUTPUT_MB``: pad ``pdrstruct_s.hdf5`` to about that many MB
+- ``PDRFLOW_STANDIN_OUTPUT_MB``: pad ``pdrstruct_s.hdf5`` to about that many MiB
+
+Exit codes of both programs: 0 success, 2 missing/malformed input or knob, 3 PDRNEW.INP and
+pdr_config.json disagree (pdrexe), ``PDRFLOW_STANDIN_EXIT`` for an injected failure.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -21,7 +26,13 @@ from importlib import metadata
 from pathlib import Path
 
 BANNER = "pdrflow stand-in for KOSMA-tau -- NOT KOSMA-tau: analytic scalings for demos and tests"
+# Fixed per release so that --version output (recorded as provenance) is reproducible.
 COMPILED = "Nov 28 2026 at 12:00:00"
+EXIT_BAD_INPUT = 2
+EXIT_INCONSISTENT = 3
+
+__all__ = ["BANNER", "COMPILED", "EXIT_BAD_INPUT", "EXIT_INCONSISTENT", "Faults", "KnobError", "fail_with",
+           "faults_from_environment", "print_version", "revision", "standin_home"]
 
 
 def standin_home() -> Path:
@@ -38,13 +49,14 @@ def revision() -> str:
 
 def print_version(program: str) -> int:
     print(f"{program}: {BANNER}")
+    print("This is pdrflow's stand-in, not KOSMA-tau; for science use a KOSMA-tau installation.")
     print(f"Revision: {revision()}")
     print(f"compiled the {COMPILED}")
     return 0
 
 
 class KnobError(Exception):
-    pass
+    """A PDRFLOW_STANDIN_* environment variable has a value we cannot use."""
 
 
 @dataclass(frozen=True)
@@ -62,33 +74,36 @@ class Faults:
         return self.fail == "onion" or (species is not None and self.fail == f"onion:{species}")
 
 
-def faults_from_environment() -> Faults:
-    def number(name: str, default: float) -> float:
-        raw = os.environ.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise KnobError(f"{name}={raw!r} is not a number") from None
-        if value < 0 or value != value:
-            raise KnobError(f"{name}={raw!r} must be >= 0")
-        return value
+def _non_negative(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise KnobError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise KnobError(f"{name}={raw!r} must be a finite number >= 0")
+    return value
 
-    fail = os.environ.get("PDRFLOW_STANDIN_FAIL") or None
-    if fail is not None and not (fail in ("pdr", "onion") or fail.startswith("onion:")):
+
+def faults_from_environment() -> Faults:
+    fail = os.environ.get("PDRFLOW_STANDIN_FAIL", "").strip() or None
+    if fail is not None and not (fail in ("pdr", "onion") or (fail.startswith("onion:") and len(fail) > 6)):
         raise KnobError(f"PDRFLOW_STANDIN_FAIL={fail!r}: use pdr, onion or onion:<species>")
-    raw_exit = os.environ.get("PDRFLOW_STANDIN_EXIT", "1")
+    raw_exit = os.environ.get("PDRFLOW_STANDIN_EXIT", "").strip() or "1"
     try:
         exit_code = int(raw_exit)
     except ValueError:
         raise KnobError(f"PDRFLOW_STANDIN_EXIT={raw_exit!r} is not an integer") from None
-    if not 1 <= exit_code <= 255:
+    if not 1 <= exit_code <= 255:  # 0 would make a failure look like success
         raise KnobError(f"PDRFLOW_STANDIN_EXIT={raw_exit!r} must be 1..255")
-    return Faults(number("PDRFLOW_STANDIN_SECONDS", 0.0), fail, exit_code, number("PDRFLOW_STANDIN_OUTPUT_MB", 0.0))
+    return Faults(_non_negative("PDRFLOW_STANDIN_SECONDS", 0.0), fail, exit_code,
+                  _non_negative("PDRFLOW_STANDIN_OUTPUT_MB", 0.0))
 
 
 def fail_with(message: str, code: int) -> int:
+    """Report an error where both a TEXTOUT reader (stdout) and a terminal user (stderr) see it."""
     print(f"ERROR: {message}", flush=True)
     print(f"ERROR: {message}", file=sys.stderr, flush=True)
     return code

@@ -1,83 +1,138 @@
-"""The stand-in PDR program (``./pdrexe`` in a model's scratch dir). NOT KOSMA-tau."""
+"""The stand-in PDR program (``./pdrexe`` in a model's scratch dir). NOT KOSMA-tau.
+
+Run with no arguments in the scratch root: reads ``PDRNEW.INP`` and ``pdr_config.json`` (they must
+agree, else exit 3), needs the chemical rate file they name (``pdrinpdata/chem_rates.dat``), and
+writes ``pdroutput/{pdrstruct_s.hdf5, pdrchem_c.hdf5, pdrout.hdf, chemchk.out, CTRL_IND}`` plus
+``Out/{mrt_summary.dat, fuv_field.dat}`` when IFUVMETH = 1. Layouts: physics.py. CTRL_IND is written
+last, so its presence means the run finished. ``--version`` prints the revision lines.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from . import BANNER, KnobError, fail_with, faults_from_environment, print_version
-from .physics import Model, profiles, write_chemistry, write_structure
+import numpy as np
 
-EXIT_BAD_INPUT = 2
-EXIT_INCONSISTENT = 3
-_CHECKED = {"XNSUR": "xnsur", "RTOT": "rtot", "SINT": "sint", "ZMETAL": "zmetal"}
+from . import (
+    BANNER,
+    EXIT_BAD_INPUT,
+    EXIT_INCONSISTENT,
+    KnobError,
+    fail_with,
+    faults_from_environment,
+    print_version,
+    revision,
+)
+from .pdrinput import InconsistentInputs, InputError, read_model
+from .physics import (
+    POINTS,
+    SPECIES,
+    STANDIN_LABEL,
+    Model,
+    column_densities,
+    profiles,
+    transitions,
+    write_chemistry,
+    write_structure,
+)
 
 
-def read_pdrnew(path: Path) -> dict[str, float]:
-    """The values of the cards we cross-check, from the description/value line pairs."""
-    lines = path.read_text().splitlines()
-    values: dict[str, float] = {}
-    for index, line in enumerate(lines[:-1]):
-        words = line.replace(":", " ").split()
-        for card in _CHECKED:
-            if card in words and card not in values:
-                values[card] = float(lines[index + 1].strip().replace("d", "e").replace("D", "e"))
-    missing = sorted(set(_CHECKED) - set(values))
-    if missing:
-        raise ValueError(f"PDRNEW.INP lacks {', '.join(missing)}")
-    return values
+def _print_parameters(model: Model, rates: Path) -> None:
+    print("Physical input parameters:", flush=True)
+    for key, value in model.attributes().items():
+        print(f"  {key:<12} {value!r}", flush=True)
+    print(f"  chemical rates: {rates}", flush=True)
+    unmodelled = sorted(set(model.network_species) - set(SPECIES))
+    if unmodelled:
+        print(f"  note: the stand-in models only {' '.join(SPECIES)}; ignored: {' '.join(unmodelled)}", flush=True)
+
+
+def placeholder_hdf4(model: Model) -> bytes:
+    """pdrout.hdf: the real code writes HDF4; the stand-in writes a labelled text placeholder."""
+    header = f"{STANDIN_LABEL}: placeholder for KOSMA-tau's HDF4 pdrout.hdf (this is not HDF4)\n"
+    return (header + json.dumps(model.attributes(), sort_keys=True) + "\n").encode()
+
+
+def chemistry_check(model: Model, data: Mapping[str, np.ndarray]) -> str:
+    """chemchk.out: element conservation (species sum / element abundance), surface and centre."""
+    z = model.zmetal
+    budgets = {"C": ("C+", "C", "CO"), "13C": ("13C+", "13C", "13CO"), "O": ("O", "CO", "13CO", "OH")}
+    lines = [f"{STANDIN_LABEL}: chemistry check", "element   expected      surface_sum   centre_sum"]
+    for element, members in budgets.items():
+        expected = model.element(element) * z
+        total = np.sum([data[f"abundances/{name}"] for name in members], axis=0)
+        lines.append(f"{element:<8} {expected:12.5e} {total[0]:13.5e} {total[-1]:12.5e}")
+    lines += ["", "species   surface       centre        column_cm-2"]
+    columns = column_densities(data)
+    for name in SPECIES:
+        values = data[f"abundances/{name}"]
+        lines.append(f"{name:<8} {values[0]:12.5e} {values[-1]:12.5e} {columns[name]:12.5e}")
+    return "\n".join(lines) + "\n"
+
+
+def write_mcdrt(out_dir: Path, model: Model, data: Mapping[str, np.ndarray]) -> None:
+    """Out/: what the MCDRT dust radiative transfer (mrt.exe) leaves behind, stand-in flavour."""
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "mrt_summary.dat").write_text(
+        f"{STANDIN_LABEL}: MCDRT summary\nsint {model.sint!r}\nzmetal {model.zmetal!r}\n"
+        f"av_centre {data['av'][-1]:.6e}\ntdust_surface {data['tdust'][0]:.6e}\n")
+    rows = "".join(f"{d:14.6e} {a:14.6e} {f:14.6e} {t:12.5e}\n"
+                   for d, a, f, t in zip(data["depth_cm"], data["av"], data["fuv"], data["tdust"], strict=True))
+    (out_dir / "fuv_field.dat").write_text("# depth_cm  av  fuv_draine  tdust_K (pdrflow stand-in)\n" + rows)
+
+
+def write_outputs(root: Path, model: Model, data: Mapping[str, np.ndarray], pad_mb: float) -> None:
+    out = root / "pdroutput"
+    out.mkdir(exist_ok=True)
+    write_structure(out / "pdrstruct_s.hdf5", model, data, pad_mb, revision())
+    write_chemistry(out / "pdrchem_c.hdf5", model, data)
+    (out / "pdrout.hdf").write_bytes(placeholder_hdf4(model))
+    (out / "chemchk.out").write_text(chemistry_check(model, data))
+    if model.ifuvmeth == 1:
+        write_mcdrt(root / "Out", model, data)
+    # Last: onion and the orchestrator take CTRL_IND as proof of a finished run.
+    (out / "CTRL_IND").write_text(f"* {STANDIN_LABEL}: control indices for onionexe\nNPOINTS {POINTS}\n"
+                                  f"IFUVMETH {model.ifuvmeth}\n")
+
+
+def _summary(model: Model, data: Mapping[str, np.ndarray]) -> None:
+    where = transitions(model)
+    print(f"A_V at the centre {data['av'][-1]:.4g}; H/H2 at A_V {where.av_h2:.3g}, C+/C at {where.av_cplus:.3g},"
+          f" C/CO at {where.av_co:.3g}", flush=True)
+    print(f"T_gas surface {data['tgas'][0]:.4g} K, centre {data['tgas'][-1]:.4g} K; T_dust surface"
+          f" {data['tdust'][0]:.4g} K", flush=True)
 
 
 def main() -> int:
     if sys.argv[1:] == ["--version"]:
         return print_version("pdrexe")
-    if sys.argv[1:]:
-        return fail_with(f"pdrexe takes no arguments, got {sys.argv[1:]}", EXIT_BAD_INPUT)
     print(BANNER, flush=True)
+    if sys.argv[1:]:
+        return fail_with(f"pdrexe takes no arguments (or --version), got {sys.argv[1:]}", EXIT_BAD_INPUT)
+    root = Path.cwd()
     try:
         faults = faults_from_environment()
-    except KnobError as exc:
+        model, rates = read_model(root)
+    except (KnobError, InputError, ValueError) as exc:
         return fail_with(str(exc), EXIT_BAD_INPUT)
-    cwd = Path.cwd()
-    try:
-        card_values = read_pdrnew(cwd / "PDRNEW.INP")
-        config = json.loads((cwd / "pdr_config.json").read_text())
-        model = Model.from_config(config)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
-        return fail_with(f"cannot read the model inputs: {exc}", EXIT_BAD_INPUT)
-    for card, key in _CHECKED.items():
-        if not math.isclose(card_values[card], getattr(model, key), rel_tol=1e-9):
-            return fail_with(f"PDRNEW.INP {card}={card_values[card]!r} but pdr_config.json {key}="
-                             f"{getattr(model, key)!r}", EXIT_INCONSISTENT)
-    rates = cwd / "pdrinpdata" / "chem_rates.dat"
-    if not rates.is_file():
-        return fail_with(f"chemical rate file {rates} is missing", EXIT_BAD_INPUT)
-    print(f"model: n={model.xnsur:g} cm^-3, chi={model.sint:g}, Z={model.zmetal:g}, R={model.rtot:g} cm", flush=True)
+    except InconsistentInputs as exc:
+        return fail_with(f"inconsistent inputs: {exc}", EXIT_INCONSISTENT)
+    _print_parameters(model, rates)
+    print("computing the stand-in PDR structure", flush=True)
     if faults.seconds:
         time.sleep(faults.seconds)
     if faults.fails("pdr"):
         return fail_with("PDR run failed (injected by PDRFLOW_STANDIN_FAIL=pdr)", faults.exit_code)
-    out = cwd / "pdroutput"
-    out.mkdir(exist_ok=True)
     data = profiles(model)
-    write_structure(out / "pdrstruct_s.hdf5", model, data, faults.output_mb)
-    write_chemistry(out / "pdrchem_c.hdf5", data)
-    (out / "pdrout.hdf").write_bytes(b"pdrflow stand-in: placeholder for KOSMA-tau's HDF4 output\n"
-                                     + json.dumps(vars(model), sort_keys=True).encode() + b"\n")
-    (out / "chemchk.out").write_text(
-        "pdrflow stand-in chemistry check (NOT KOSMA-tau)\n"
-        + "".join(f"{name:>8} {data[f'abundances/{name}'][-1]:.6e}\n" for name in ("H2", "CO", "C+", "C", "O"))
-    )
-    if int(config.get("radiative_transfer", {}).get("ifuvmeth", 0)) == 1:
-        mcdrt = cwd / "Out"
-        mcdrt.mkdir(exist_ok=True)
-        (mcdrt / "mrt_summary.dat").write_text(f"stand-in MCDRT: surface FUV {model.sint:.6e}\n")
-        (mcdrt / "fuv_field.dat").write_text(
-            "".join(f"{a:.6e} {model.sint * math.exp(-1.8 * a):.6e}\n" for a in data["av"][::20]))
-    (out / "CTRL_IND").write_text(f"{len(data['depth_cm'])} 1 0\n")
+    _summary(model, data)
+    try:
+        write_outputs(root, model, data, faults.output_mb)
+    except OSError as exc:
+        return fail_with(f"cannot write the outputs: {exc}", EXIT_BAD_INPUT)
     print("PDR model finished", flush=True)
     return 0
 
