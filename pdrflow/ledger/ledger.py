@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, Table, create_engine, event, func, insert, select, update
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
@@ -95,9 +96,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _create_private(database: str | None) -> None:
+    """A new SQLite ledger file is owner-only (0600): it holds the grid's provenance (paths, hosts).
+    SQLite's -wal/-shm files take the main file's permissions."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except (FileExistsError, FileNotFoundError):  # a missing directory: SQLite reports it
+        pass
+
+
 def make_engine(url: URL | str) -> Engine:
     url_text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
     if url_text.startswith("sqlite"):
+        _create_private(make_url(url_text).database)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
