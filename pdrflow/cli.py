@@ -10,8 +10,10 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dask.config
 from rich.console import Console
@@ -19,10 +21,13 @@ from rich.table import Table
 
 from .config import Config, load_config
 from .errors import ConfigError, LedgerError
-from .ledger import JobState, Ledger
+from .status import STATES, GridStatus, grid_status
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-STATE_ORDER = [s.value for s in JobState]
+PROGRESS_LINE_SECONDS = 60.0  # without a terminal (sbatch log), a progress line this often
 _STYLE = {"archived": "green", "failed_model": "red", "failed_storage": "red", "running": "yellow",
           "computed": "cyan", "pending": "white"}
 
@@ -42,6 +47,8 @@ def _ledger_exists(config: Config) -> bool:
 
 
 def _open_ledger(config: Config, patience: float = 20.0) -> Ledger:
+    from .ledger import Ledger  # SQLAlchemy costs ~0.5 s to import: only commands that need it pay
+
     if config.database.sqlalchemy_url().drivername.startswith("sqlite"):
         database = config.database.sqlalchemy_url().database
         if database:
@@ -53,42 +60,36 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
     table = Table(title=title)
     table.add_column("state")
     table.add_column("jobs", justify="right")
-    for state in STATE_ORDER:
+    for state in STATES:
         if counts.get(state):
             table.add_row(f"[{_STYLE[state]}]{state}[/]", str(counts[state]))
     table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
     return table
 
 
-def _status_document(config: Config) -> dict[str, object]:
-    grid = config.grid.name
-    if not _ledger_exists(config):
-        return {"grid": grid, "total": 0, "counts": {}, "attempts": {"model": 0, "archive": 0}, "failed": []}
-    ledger = _open_ledger(config)
-    try:
-        counts = ledger.state_counts(grid)
-        attempts = ledger.attempt_counts(grid)
-        failed = [
-            {"name": job.name, "state": job.state.value, "reason": job.reason}
-            for job in ledger.jobs(grid, (JobState.FAILED_MODEL, JobState.FAILED_STORAGE))
-        ]
-    finally:
-        ledger.close()
-    return {"grid": grid, "total": sum(counts.values()), "counts": counts, "attempts": attempts, "failed": failed}
+def _print_failures(status: GridStatus, console: Console) -> None:
+    groups = status.failure_groups()
+    if not groups:
+        return
+    console.print(f"[bold]{len(status.failed)} failed jobs, {len(groups)} causes[/]")
+    for group in groups:
+        console.print(f"[red]{group.state}[/] x{group.count}: {group.cause}")
+        for job in group.examples:
+            parameters = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in job.parameters.items())
+            console.print(f"    {job.name} ({parameters}): {job.reason}", soft_wrap=True)
+        if group.count > len(group.examples):
+            console.print(f"    ... and {group.count - len(group.examples)} more (`pdrflow status --json` lists all)")
 
 
 def cmd_status(config: Config, args: argparse.Namespace, console: Console) -> int:
-    document = _status_document(config)
+    status = grid_status(config.database, config.grid.name)
     if args.json:
-        print(json.dumps(document, indent=2))
+        print(json.dumps(status.to_json(), indent=2))
     else:
-        console.print(_counts_table(f"grid {config.grid.name}", document["counts"]))  # type: ignore[arg-type]
-        attempts = document["attempts"]
-        console.print(f"attempts: {attempts['model']} model runs, {attempts['archive']} archivals")  # type: ignore[index]
-        for job in document["failed"]:  # type: ignore[attr-defined]
-            console.print(f"[red]{job['state']}[/] {job['name']}: {job['reason']}")
-    counts: dict[str, int] = document["counts"]  # type: ignore[assignment]
-    return EXIT_OK if counts.get("archived", 0) == document["total"] else EXIT_FAILED
+        console.print(_counts_table(f"grid {config.grid.name}", status.counts))
+        console.print(f"attempts: {status.attempts['model']} model runs, {status.attempts['archive']} archivals")
+        _print_failures(status, console)
+    return EXIT_OK if status.all_archived else EXIT_FAILED
 
 
 def cmd_verify(config: Config, args: argparse.Namespace, console: Console) -> int:
@@ -151,9 +152,12 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
     ledger = _open_ledger(config, patience=300.0)  # the driver waits out a database restart
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[states]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, transient=False,
     )
-    task = progress.add_task(config.grid.name, total=None, states="")
+    task = progress.add_task(config.grid.name, total=None, states="starting", rate="")
+    started = time.monotonic()
+    last_line = [started]
 
     def on_event(event: Event) -> None:
         if event.kind == "dashboard":
@@ -167,8 +171,20 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
 
     def on_progress(outcome: Outcome) -> None:
         done = outcome.archived + len(outcome.failures)
-        progress.update(task, total=outcome.todo, completed=done,
-                        states=f"archived {outcome.archived}, failed {len(outcome.failures)}")
+        states = [f"[green]archived {outcome.archived}[/]", f"in flight {outcome.running}"]
+        if outcome.archiving:
+            states.append(f"archiving {outcome.archiving}")
+        if outcome.retrying:
+            states.append(f"[yellow]waiting to retry {outcome.retrying}[/]")
+        if outcome.failures:
+            states.append(f"[red]failed {len(outcome.failures)}[/]")
+        elapsed = time.monotonic() - started
+        rate = f"{done / elapsed:.2f} models/s" if done and elapsed > 0 else ""
+        progress.update(task, total=outcome.todo, completed=done, states=", ".join(states), rate=rate)
+        if not console.is_terminal and time.monotonic() - last_line[0] >= PROGRESS_LINE_SECONDS:
+            # a batch log gets no live display: one summary line now and then instead
+            last_line[0] = time.monotonic()
+            console.print(f"progress: {done}/{outcome.todo} done; {', '.join(states)}; {rate or '-'}")
 
     driver = Driver(config, plan, ledger, on_event=on_event, on_progress=on_progress, runner=runner)
     interrupted = False
@@ -189,7 +205,7 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
     console.print(_counts_table(f"grid {config.grid.name}: {len(jobs)} models", counts))
     console.print(f"this run: {outcome.model_runs} model runs, {outcome.archive_attempts} archivals, "
                   f"{outcome.archived} archived, {outcome.already_archived} already archived before")
-    failed = [job for job in jobs if job.state != JobState.ARCHIVED]
+    failed = [job for job in jobs if job.state.value != "archived"]
     for job in failed:
         console.print(f"[red]{job.state.value}[/] {job.name}: {job.reason or 'not finished'}")
     if interrupted:

@@ -66,6 +66,10 @@ class Outcome:
     archive_attempts: int = 0
     interrupted: bool = False
     failures: dict[str, str] = field(default_factory=dict)  # job name → reason
+    # right now: models submitted to run, archivals submitted, archivals waiting out a backoff
+    running: int = 0
+    archiving: int = 0
+    retrying: int = 0
 
 
 @dataclass
@@ -198,8 +202,11 @@ class Driver:
             while self._delayed and self._delayed[0][0] <= now:
                 _, job_id = heapq.heappop(self._delayed)
                 self._queue.appendleft((Action.ARCHIVE, job_id))
-            while self._queue and len(self._in_flight) < window:
-                self._submit(cluster, *self._queue.popleft())
+            if self._queue and len(self._in_flight) < window:
+                while self._queue and len(self._in_flight) < window:
+                    self._submit(cluster, *self._queue.popleft())
+                self._count_in_flight()
+                self.on_progress(self.outcome)
             if cluster.maintain is not None:
                 cluster.maintain()
             self._drop_archivals_on_lost_workers(cluster)
@@ -221,7 +228,14 @@ class Driver:
                     self._archive_finished(future, job_id)
                 self._pinned.pop(future, None)
                 future.release()  # keep no per-job futures after completion
+            self._count_in_flight()
             self.on_progress(self.outcome)
+
+    def _count_in_flight(self) -> None:
+        actions = [action for action, _ in self._in_flight.values()]
+        self.outcome.running = actions.count(Action.RUN)
+        self.outcome.archiving = len(actions) - self.outcome.running
+        self.outcome.retrying = len(self._delayed)
 
     def _submit(self, cluster: ClusterHandle, action: Action, job_id: int, manifest: Manifest | None = None) -> None:
         job = self._jobs[job_id]

@@ -1,0 +1,130 @@
+"""What the scientist sees in a terminal: `pdrflow run` progress and `pdrflow status`, in a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+from helpers import base_config, cli, status, write_config, write_null_home
+
+from pdrflow.ledger.schema import JobState
+from pdrflow.status import STATES, FailedJob, GridStatus, failure_cause
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+# Fails the models at density 1e4 (archive names N_40_...): the scratch dir carries the job's name.
+FAILING_PDR = """#!/bin/sh
+if [ "$1" = "--version" ]; then echo "Revision: null-1"; exit 0; fi
+case "$(pwd)" in *_40_-*) echo "null pdrexe: density 1e4 is not converging (iteration 2391)"; exit 7;; esac
+for f in pdrout.hdf pdrstruct_s.hdf5 pdrchem_c.hdf5 chemchk.out CTRL_IND; do echo "$f" > "pdroutput/$f"; done
+echo mcdrt > Out/mrt.dat
+"""
+
+
+def run_in_pty(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 240) -> tuple[int, str]:
+    """Run argv with a pseudo-terminal 160 columns wide as stdout/stderr; return (exit code, output)."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(controller, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def _terminal_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
+    return {**env, "TERM": "xterm-256color"}
+
+
+def test_progress_and_status_in_a_terminal(tmp_path: Path) -> None:
+    home = write_null_home(tmp_path / "home")
+    (home / "pdrexe").write_text(FAILING_PDR)
+    config = write_config(tmp_path / "grid.yaml", base_config(tmp_path, home=home))
+
+    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "run", str(config)], tmp_path, _terminal_env())
+    text = ANSI.sub("", output)
+    assert code == 1, text
+    assert "\x1b[" in output  # a terminal gets colour and a live display
+    # failures are told as they happen, with their reason
+    assert re.search(r"failed_model 100_40_-10_(10|20)_00: PDR \(pdrexe\) exited with code 7", text), text[-3000:]
+    # the live line: done/total, by state, rate
+    assert re.search(r"4/4 .*archived 2.*failed 2", text), text[-3000:]
+    assert re.search(r"\d+\.\d\d models/s", text), text[-3000:]
+    assert "2 of 4 models not archived" in text
+
+    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "status", str(config)], tmp_path, _terminal_env())
+    text = ANSI.sub("", output)
+    assert code == 1, text
+    assert re.search(r"failed_model\s+│\s+2", text), text[-3000:]
+    assert re.search(r"archived\s+│\s+2", text), text[-3000:]
+    # the two failures share one cause, grouped, each with its parameters and full reason
+    assert "2 failed jobs, 1 causes" in text, text[-3000:]
+    assert "failed_model x2: PDR (pdrexe) exited with code 7" in text, text[-3000:]
+    assert re.search(r"100_40_-10_10_00 \(metallicity=1, density=10000, mass=0.1, fuv=10\): PDR \(pdrexe\) "
+                     r"exited with code 7; last output: .*iteration 2391", text), text[-3000:]
+
+
+def test_status_json_groups_failures(tmp_path: Path) -> None:
+    home = write_null_home(tmp_path / "home")
+    (home / "pdrexe").write_text(FAILING_PDR)
+    config = write_config(tmp_path / "grid.yaml", base_config(tmp_path, home=home))
+    assert cli("run", str(config)).returncode == 1
+    document = status(config)
+    assert document["counts"] == {"archived": 2, "failed_model": 2}
+    assert [(g["state"], g["count"]) for g in document["failure_groups"]] == [("failed_model", 2)]
+    assert sorted(document["failure_groups"][0]["examples"]) == ["100_40_-10_10_00", "100_40_-10_20_00"]
+    assert {job["parameters"]["density"] for job in document["failed"]} == {1.0e4}
+
+
+def test_a_batch_log_gets_event_lines_not_a_live_display(tmp_path: Path) -> None:
+    home = write_null_home(tmp_path / "home")
+    (home / "pdrexe").write_text(FAILING_PDR)
+    config = write_config(tmp_path / "grid.yaml", base_config(tmp_path, home=home))
+    done = cli("run", str(config))  # stdout is a pipe, as in an sbatch log
+    assert done.returncode == 1
+    assert "\x1b[" not in done.stdout and "\r" not in done.stdout
+    events = done.stdout.split("grid testgrid: 4 models")[0].splitlines()  # before the final summary
+    assert sum(line.startswith("failed_model 100_40_") for line in events) == 2, done.stdout
+
+
+def test_state_names_match_the_ledger() -> None:
+    assert STATES == tuple(state.value for state in JobState)
+
+
+def test_failure_causes_ignore_job_specific_details() -> None:
+    a = "storage: [Errno 28] No space left on device: '/arch/g/pdrgrid/pdr100_30_-10_10_00.hdf'"
+    b = "storage: [Errno 28] No space left on device: '/arch/g/pdrgrid/pdr100_40_-10_20_00.hdf'"
+    assert failure_cause(a, "100_30_-10_10_00") == failure_cause(b, "100_40_-10_20_00")
+    assert failure_cause("pdrexe exited with code 7") != failure_cause("pdrexe exited with code 9")
+    assert failure_cause("pdrexe exceeded its timeout of 3600.5 s") == failure_cause("pdrexe exceeded its timeout of 12.25 s")
+    jobs = [FailedJob(f"m{i}", "failed_storage", f"ledger commit failed after {i}.5 s", {}) for i in range(8)]
+    groups = GridStatus("g", {"failed_storage": 8}, {}, jobs).failure_groups()
+    assert [(g.count, len(g.examples)) for g in groups] == [(8, 5)]
