@@ -160,10 +160,17 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
     last_line = [started]
 
     def on_event(event: Event) -> None:
+        if event.kind == "registered":
+            progress.console.print(f"registered grid {config.grid.name}: {event.detail}")
+            return
         if event.kind == "dashboard":
             progress.console.print(f"Dask dashboard: {event.detail}")
             if config.cluster.kind != "local":
                 progress.console.print(_tunnel_hint(event.detail))
+            return
+        if event.kind == "grid_page":
+            if event.detail:
+                progress.console.print(f"grid map, live from the ledger: {event.detail}")
             return
         style = {"archived": None, "failed_model": "red", "failed_storage": "red", "lost": "red"}.get(event.kind, "yellow")
         if style is not None:
@@ -275,6 +282,22 @@ def cmd_db(config: Config, args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_report(config: Config, args: argparse.Namespace, console: Console) -> int:
+    from .report import write_report  # matplotlib and h5py: only this command pays for them
+    from .results import ResultsError
+    from .storage import StorageError
+
+    try:
+        result = write_report(config, args.out)
+    except (ResultsError, StorageError) as exc:
+        print(f"pdrflow: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)
+    console.print(f"wrote {len(result.files)} files to {args.out}; open {result.html}", markup=False)
+    return EXIT_OK
+
+
 def _tunnel_hint(link: str) -> str:
     """The ssh line that brings a dashboard on a cluster node to the user's laptop."""
     import getpass
@@ -306,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("config")
     show.add_argument("job", help="job name (e.g. 100_30_-10_10_00) or id")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    report = commands.add_parser("report", help="PNG maps and one self-contained HTML page, from the ledger and "
+                                 "the archive")
+    report.add_argument("config")
+    report.add_argument("--out", type=Path, required=True, help="directory for the PNGs, report.html and values.json")
     db = commands.add_parser("db", help="ledger schema: `upgrade` applies migrations, `current` shows the revision")
     db.add_argument("action", choices=["upgrade", "current"])
     db.add_argument("config")
@@ -332,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_show(config, args, console)
         if args.command == "db":
             return cmd_db(config, args, console)
+        if args.command == "report":
+            return cmd_report(config, args, console)
         return cmd_run(config, args, console, resubmit=args.command == "resubmit")
     except (ConfigError, LedgerError) as exc:
         # Nothing was run: bad input, or the ledger refused to start (old schema, grid held).

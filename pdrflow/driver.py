@@ -9,8 +9,9 @@ outputs are gone.
 from __future__ import annotations
 
 import heapq
-import statistics
 import logging
+import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
 
 from .cluster import ClusterHandle, start_cluster
 from .config import Config
+from .dashboard import page_link, register_dashboard
 from .errors import LedgerError, ModelFailed, StorageFailed
 from .grid import ModelSpec, expand_grid
 from .kosma.installation import Installation, executable_version, resolve_installation
@@ -39,6 +41,10 @@ log = logging.getLogger("pdrflow")
 RUN_STATES = (JobState.PENDING, JobState.RUNNING, JobState.COMPUTED, JobState.FAILED_STORAGE)
 RESUBMIT_STATES = (*RUN_STATES, JobState.FAILED_MODEL)
 LOST_RUN_RETRIES = 2  # model runs lost to a dead worker are re-queued this often
+
+
+class RunStopped(Exception):
+    """Driver.request_stop() was called (e.g. from a notebook): the run ended early, cleanly."""
 
 
 class Action(Enum):
@@ -130,6 +136,12 @@ class Driver:
         self._pinned: dict[Future, str] = {}  # archival futures bound to the worker holding the outputs
         self._workers_checked = 0.0
         self._durations: deque[float] = deque(maxlen=200)  # recent model runtimes, seconds
+        self._stop_requested = threading.Event()
+        self.client: Any = None  # the cluster's distributed Client while the loop runs
+
+    def request_stop(self) -> None:
+        """Stop soon (from another thread): cancel what is in flight, settle the ledger, close the cluster."""
+        self._stop_requested.set()
 
     # ---- the public entry point -----------------------------------------------------------
 
@@ -147,6 +159,7 @@ class Driver:
         self.outcome.registered = registration.total
         self.outcome.new = registration.new
         self.outcome.already_archived = registration.archived
+        self.on_event(Event("registered", "-", f"{registration.total} models, {registration.archived} already archived"))
         wanted = set(self.plan.specs)
         todo = [job for job in self.ledger.jobs(self.config.grid.name, states) if job.model_hash in wanted]
         self.outcome.todo = len(todo)
@@ -157,17 +170,22 @@ class Driver:
             self._queue.append(self._first_action(job))
         try:
             with start_cluster(self.config, self.lease, self.runner) as cluster:
+                cluster.client.register_plugin(WorkerResources())
+                register_dashboard(cluster.client, self.config.database, self.config.grid.name)
                 if cluster.dashboard_link:
                     self.on_event(Event("dashboard", "-", cluster.dashboard_link))
-                cluster.client.register_plugin(WorkerResources())
+                    self.on_event(Event("grid_page", "-", page_link(cluster.dashboard_link) or ""))
+                self.client = cluster.client
                 try:
                     self._loop(cluster)
                 except BaseException:
                     self._stop_work(cluster)
                     raise
+                finally:
+                    self.client = None
         except BaseException as exc:
             # Leaving the with-block closed the cluster, so no task can still write: settle now.
-            self.outcome.interrupted = isinstance(exc, KeyboardInterrupt)
+            self.outcome.interrupted = isinstance(exc, (KeyboardInterrupt, RunStopped))
             self._settle_unfinished()
             raise
         return self.outcome
@@ -198,6 +216,8 @@ class Driver:
         while self._queue or self._delayed or self._in_flight:
             if self.lease is not None and self.lease.lost.is_set():
                 raise LedgerError("another driver took this grid over; stopping")
+            if self._stop_requested.is_set():
+                raise RunStopped("stopped on request")
             now = time.monotonic()
             while self._delayed and self._delayed[0][0] <= now:
                 _, job_id = heapq.heappop(self._delayed)
@@ -213,6 +233,7 @@ class Driver:
             timeout = max(0.05, self._delayed[0][0] - time.monotonic()) if self._delayed else None
             if cluster.maintain is not None or self._pinned:
                 timeout = min(timeout or 2.0, 2.0)  # wake up to look after the cluster
+            timeout = min(timeout or 0.25, 0.25)  # and to notice a stop request soon
             if not self._in_flight:
                 time.sleep(timeout or 0.05)
                 continue

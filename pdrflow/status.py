@@ -118,36 +118,44 @@ def _failed_jobs(rows: Iterable[tuple[Any, ...]]) -> list[FailedJob]:
     return jobs
 
 
-def _sqlite_status(database: Path, grid: str) -> GridStatus:
-    # mode=ro: status never creates, migrates or write-locks the ledger of a running driver
-    connection = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-    try:
-        params = {"grid": grid}
-        counts = dict(connection.execute(_COUNTS_SQL, params).fetchall())
-        attempts = {"model": 0, "archive": 0, **dict(connection.execute(_ATTEMPTS_SQL, params).fetchall())}
-        failed = _failed_jobs(connection.execute(_FAILED_SQL, params))
-    finally:
-        connection.close()
-    return GridStatus(grid, counts, attempts, failed)
+_JOBS_SQL = """
+SELECT j.name, j.state, j.reason, j.metallicity, j.density, j.mass, j.fuv, j.varied,
+  (SELECT COUNT(*) FROM attempts a WHERE a.job_id = j.id AND a.kind = 'model') AS model_runs,
+  (SELECT COUNT(*) FROM attempts a WHERE a.job_id = j.id AND a.kind = 'archive') AS archivals
+FROM jobs j JOIN grids g ON j.grid_id = g.id WHERE g.name = :grid ORDER BY j.id"""
 
 
-def _sqlalchemy_status(url: Any, grid: str) -> GridStatus:
+def _run_queries(database: DatabaseConfig, grid: str, queries: tuple[str, ...]) -> list[list[tuple[Any, ...]]] | None:
+    """Each query's rows, with ``:grid`` bound; None when there is no ledger yet (absent SQLite file)."""
+    params = {"grid": grid}
+    path = sqlite_path(database.url)
+    if path is not None:
+        if not path.exists():
+            return None
+        # mode=ro: never creates, migrates or write-locks the ledger of a running driver
+        try:
+            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            try:
+                return [connection.execute(sql, params).fetchall() for sql in queries]
+            finally:
+                connection.close()
+        except sqlite3.OperationalError as exc:
+            if "no such" not in str(exc):  # "no such table/column": an old schema, explained below
+                raise LedgerError(f"cannot read the ledger {path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"cannot read the ledger {path}: {exc}") from None
     from sqlalchemy import text
 
     from .ledger.ledger import make_engine
     from .ledger.migrate import ensure_schema
 
-    engine = make_engine(url)
+    engine = make_engine(database.sqlalchemy_url())
     try:
-        ensure_schema(engine)
+        ensure_schema(engine)  # refuses an out-of-date schema with a clear message
         with engine.connect() as connection:
-            params = {"grid": grid}
-            counts = {s: n for s, n in connection.execute(text(_COUNTS_SQL), params)}
-            attempts = {"model": 0, "archive": 0, **{k: n for k, n in connection.execute(text(_ATTEMPTS_SQL), params)}}
-            failed = _failed_jobs(tuple(row) for row in connection.execute(text(_FAILED_SQL), params))
+            return [[tuple(row) for row in connection.execute(text(sql), params)] for sql in queries]
     finally:
         engine.dispose()
-    return GridStatus(grid, counts, attempts, failed)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -160,15 +168,24 @@ def sqlite_path(url: str) -> Path | None:
 
 def grid_status(database: DatabaseConfig, grid: str) -> GridStatus:
     """The status of ``grid``; an absent SQLite ledger is an empty grid, not an error."""
-    path = sqlite_path(database.url)
-    if path is not None:
-        if not path.exists():
-            return GridStatus(grid, {}, {"model": 0, "archive": 0}, [])
-        try:
-            return _sqlite_status(path, grid)
-        except sqlite3.OperationalError as exc:
-            if "no such" not in str(exc):  # "no such table/column": an old schema, explained below
-                raise LedgerError(f"cannot read the ledger {path}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"cannot read the ledger {path}: {exc}") from None
-    return _sqlalchemy_status(database.sqlalchemy_url(), grid)
+    results = _run_queries(database, grid, (_COUNTS_SQL, _ATTEMPTS_SQL, _FAILED_SQL))
+    if results is None:
+        return GridStatus(grid, {}, {"model": 0, "archive": 0}, [])
+    counts, attempts, failed = results
+    return GridStatus(grid, dict(counts), {"model": 0, "archive": 0, **dict(attempts)}, _failed_jobs(failed))
+
+
+def job_table(database: DatabaseConfig, grid: str) -> list[dict[str, Any]]:
+    """One record per job (name, state, reason, axes, varied parameters, attempt counts), in job order."""
+    results = _run_queries(database, grid, (_JOBS_SQL,))
+    records = []
+    for name, state, reason, metallicity, density, mass, fuv, varied, model_runs, archivals in (results or [[]])[0]:
+        record: dict[str, Any] = {"name": name, "state": state, "reason": reason, "metallicity": metallicity,
+                                  "density": density, "mass": mass, "fuv": fuv}
+        if isinstance(varied, str):
+            varied = json.loads(varied)
+        if isinstance(varied, Mapping):
+            record.update(varied)
+        record.update(model_runs=model_runs, archivals=archivals)
+        records.append(record)
+    return records

@@ -111,7 +111,7 @@ def test_a_batch_log_gets_event_lines_not_a_live_display(tmp_path: Path) -> None
     done = cli("run", str(config))  # stdout is a pipe, as in an sbatch log
     assert done.returncode == 1
     assert "\x1b[" not in done.stdout and "\r" not in done.stdout
-    events = done.stdout.split("grid testgrid: 4 models")[0].splitlines()  # before the final summary
+    events = done.stdout.split("\ngrid testgrid: 4 models")[0].splitlines()  # before the final summary
     assert sum(line.startswith("failed_model 100_40_") for line in events) == 2, done.stdout
 
 

@@ -1,0 +1,45 @@
+"""The grid map of job states over density × FUV field, one panel per facet, from the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.patches import Patch
+
+from ..ledger import JobState
+from ..results import JobRecord
+from .planes import centre, facet_figure, planes, style_axes
+
+STATES: tuple[str, ...] = tuple(state.value for state in JobState)
+STATE_COLOURS = {
+    "pending": "#d9d9d9", "running": "#fdd835", "computed": "#4fc3f7",
+    "archived": "#43a047", "failed_model": "#e53935", "failed_storage": "#8e24aa",
+}
+SHORT = {"pending": "pend", "running": "run", "computed": "comp", "archived": "ok",
+         "failed_model": "FAIL\nmodel", "failed_storage": "FAIL\nstorage"}
+
+
+def plot_state_map(jobs: Sequence[JobRecord], path: Path, title: str) -> Path:
+    grid_planes = planes(jobs)
+    figure, axes = facet_figure(max(len(grid_planes), 1))
+    colours = ListedColormap([STATE_COLOURS[s] for s in STATES])
+    norm = BoundaryNorm(np.arange(len(STATES) + 1) - 0.5, len(STATES))
+    for ax, plane in zip(axes, grid_planes, strict=False):
+        x, y = style_axes(ax, plane)
+        index = plane.matrix(lambda job: float(STATES.index(job.state)))
+        ax.pcolormesh(x, y, np.ma.masked_invalid(index), cmap=colours, norm=norm, edgecolors="white",
+                      linewidth=1.0)
+        if plane.annotate:
+            for (row, column), job in plane.cells.items():
+                ax.text(*centre(x, y, row, column), SHORT[job.state], ha="center", va="center", fontsize=8,
+                        color="white" if job.state in ("archived", "failed_model", "failed_storage") else "black")
+    present = [s for s in STATES if any(job.state == s for job in jobs)]
+    counts = {s: sum(job.state == s for job in jobs) for s in present}
+    figure.legend(handles=[Patch(color=STATE_COLOURS[s], label=f"{s} ({counts[s]})") for s in present],
+                  loc="outside right upper", title="job state")
+    figure.suptitle(title)
+    figure.savefig(path, dpi=110)
+    return path

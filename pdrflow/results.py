@@ -1,0 +1,374 @@
+"""Read archived model outputs back: profiles, abundances and line tables, from the archive alone.
+
+The ledger says which jobs exist, their axes and state, and which files were archived with which
+sha256; the files themselves are fetched from the archive (local directory or SFTP) through the
+storage backend, never from a scratch directory, and checked against the ledger's sha256.
+
+What is read, per model J of grid G (the contract's layout, pdrflow/kosma/layout.py):
+
+- ``G/pdrgrid/pdrstruct<J>.hdf5``: ``/depth_cm``, ``/av``, ``/tgas`` (required), ``/tdust``, ``/nh``
+  and ``/abundances/<species>`` (relative to H nuclei).
+- ``G/oniongrid/ONION<J>.linebt_<S>.out``: one row per transition after ``#`` header lines whose
+  last one names the columns ``transition wavelength_um intensity_erg_s_cm2_sr peak_tb_K``.
+
+Missing species or datasets are notes on the :class:`ModelOutputs`, not errors.
+
+Usage (a notebook)::
+
+    with open_archive(load_config("grid.yaml")) as archive:
+        for job in archive.jobs():
+            if job.archived:
+                out = archive.model_outputs(job)
+                print(job.name, out.surface_tgas, out.line_intensity("C+", 157.74))
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import h5py
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .config import Config
+from .ledger import JobState, Ledger
+from .ledger.schema import Grid, Job
+from .storage import Storage, StorageError, open_storage
+
+LINEBT_COLUMNS = ("transition", "wavelength_um", "intensity_erg_s_cm2_sr", "peak_tb_K")
+_REQUIRED_PROFILES = ("depth_cm", "av", "tgas")
+_OPTIONAL_PROFILES = ("tdust", "nh")
+CARBON_CARRIERS = ("C+", "C", "CO")  # the gas-phase carbon budget for the C+/C/CO transitions
+
+
+class ResultsError(Exception):
+    """The archive or ledger cannot be read (no ledger, unknown grid or job, unreadable file)."""
+
+
+class ModelNotArchived(ResultsError):
+    """The job has no archived outputs (pending, running, failed, ...)."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job of the grid as the ledger knows it (axes in physical units)."""
+
+    name: str
+    state: str  # a pdrflow.ledger.JobState value
+    reason: str | None
+    metallicity: float  # Z / Z_sun
+    density: float  # surface H density [cm^-3]
+    mass: float  # clump mass [M_sun]
+    fuv: float  # FUV field [Draine units]
+    varied: Mapping[str, Any] = field(default_factory=dict)  # parameters varied besides the axes
+
+    @property
+    def archived(self) -> bool:
+        return self.state == JobState.ARCHIVED.value
+
+
+@dataclass(frozen=True)
+class ArchivedFileRecord:
+    path: str  # archive-relative
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class LineTable:
+    """One species' line table from onion (``linebt_<S>.out``)."""
+
+    species: str
+    transitions: tuple[str, ...]
+    wavelength_um: np.ndarray
+    intensity: np.ndarray  # integrated intensity, clump average [erg s^-1 cm^-2 sr^-1]
+    peak_tb: np.ndarray  # line-centre brightness temperature, clump average [K]
+
+    def find(self, wavelength_um: float, rtol: float = 0.005) -> int | None:
+        """Index of the transition at ``wavelength_um`` (names differ between codes; wavelengths do not)."""
+        if not len(self.wavelength_um):
+            return None
+        index = int(np.argmin(np.abs(self.wavelength_um - wavelength_um)))
+        return index if abs(self.wavelength_um[index] - wavelength_um) <= rtol * wavelength_um else None
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """One archived model: depth profiles (surface first), abundances and line tables."""
+
+    job: JobRecord
+    depth_cm: np.ndarray
+    av: np.ndarray  # visual extinction from the surface [mag]
+    tgas: np.ndarray  # [K]
+    tdust: np.ndarray  # [K]; NaN where the file has none
+    nh: np.ndarray  # total H nuclei density [cm^-3]; NaN where the file has none
+    abundances: Mapping[str, np.ndarray]  # relative to H nuclei
+    lines: Mapping[str, LineTable]  # by species
+    notes: tuple[str, ...] = ()  # what was missing or odd
+
+    @property
+    def name(self) -> str:
+        return self.job.name
+
+    @property
+    def surface_tgas(self) -> float:
+        return float(self.tgas[0])
+
+    def line_intensity(self, species: str, wavelength_um: float) -> float | None:
+        """Integrated intensity [erg s^-1 cm^-2 sr^-1] of a transition, None if not in the archive."""
+        table = self.lines.get(species)
+        index = None if table is None else table.find(wavelength_um)
+        return None if table is None or index is None else float(table.intensity[index])
+
+
+# ---- transitions --------------------------------------------------------------------------
+
+
+def crossing_av(av: np.ndarray, fraction: np.ndarray, rising: bool) -> float | None:
+    """A_V where ``fraction`` first crosses 0.5 going inwards (linear between depth points).
+
+    0.0 if the fraction is already past 0.5 at the surface; None if it never gets there
+    (the transition lies deeper than the clump centre)."""
+    past = fraction >= 0.5 if rising else fraction <= 0.5
+    hits = np.flatnonzero(past)
+    if not len(hits):
+        return None
+    i = int(hits[0])
+    if i == 0:
+        return float(av[0])
+    f0, f1 = float(fraction[i - 1]), float(fraction[i])
+    weight = (0.5 - f0) / (f1 - f0) if f1 != f0 else 0.0
+    return float(av[i - 1] + weight * (av[i] - av[i - 1]))
+
+
+def h_h2_transition_av(outputs: ModelOutputs) -> float | None:
+    """A_V where half of the H nuclei are in H2: 2 x(H2) / (x(H) + 2 x(H2)) = 0.5."""
+    h, h2 = outputs.abundances["H"], outputs.abundances["H2"]
+    total = h + 2.0 * h2
+    return crossing_av(outputs.av, np.divide(2.0 * h2, total, out=np.zeros_like(total), where=total > 0), True)
+
+
+def _carbon_fraction(outputs: ModelOutputs, species: str) -> np.ndarray:
+    total = sum(outputs.abundances[s] for s in CARBON_CARRIERS)
+    assert isinstance(total, np.ndarray)
+    return np.divide(outputs.abundances[species], total, out=np.zeros_like(total), where=total > 0)
+
+
+def cplus_c_transition_av(outputs: ModelOutputs) -> float | None:
+    """A_V where C+ falls to half of the gas-phase carbon (C+ + C + CO)."""
+    return crossing_av(outputs.av, _carbon_fraction(outputs, "C+"), False)
+
+
+def c_co_transition_av(outputs: ModelOutputs) -> float | None:
+    """A_V where CO rises to half of the gas-phase carbon (C+ + C + CO)."""
+    return crossing_av(outputs.av, _carbon_fraction(outputs, "CO"), True)
+
+
+# ---- file formats ---------------------------------------------------------------------------
+
+
+def parse_linebt(text: str, species: str) -> LineTable:
+    """A ``linebt_<S>.out`` table; raises ValueError when its header names other columns."""
+    header: list[str] = []
+    rows: list[list[str]] = []
+    for raw in text.splitlines():
+        if raw.startswith("#"):
+            header = raw.lstrip("#").split()
+        elif raw.strip():
+            rows.append(raw.split())
+    missing = [name for name in LINEBT_COLUMNS if name not in header]
+    if missing:
+        raise ValueError(f"linebt table for {species} has no column {', '.join(missing)} (header {header})")
+    index = [header.index(name) for name in LINEBT_COLUMNS]
+    try:
+        numbers = np.array([[float(row[i]) for i in index[1:]] for row in rows], dtype=float).reshape(-1, 3)
+    except (ValueError, IndexError):
+        raise ValueError(f"linebt table for {species}: a row is not '{' '.join(LINEBT_COLUMNS)}'") from None
+    return LineTable(species, tuple(row[index[0]] for row in rows), numbers[:, 0], numbers[:, 1], numbers[:, 2])
+
+
+def read_structure(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+    """(profiles, abundances, notes) from a ``pdrstruct`` HDF5 file, sorted surface first."""
+    notes: list[str] = []
+    with h5py.File(path, "r") as f:
+        missing = [name for name in _REQUIRED_PROFILES if not isinstance(f.get(name), h5py.Dataset)]
+        if missing:
+            raise ValueError(f"{path.name} lacks {', '.join('/' + m for m in missing)}")
+        profiles = {name: np.asarray(f[name][()], dtype=float) for name in _REQUIRED_PROFILES}
+        order = np.argsort(profiles["depth_cm"], kind="stable")  # surface first, whatever the writer did
+        for name in _OPTIONAL_PROFILES:
+            if isinstance(f.get(name), h5py.Dataset):
+                profiles[name] = np.asarray(f[name][()], dtype=float)
+            else:
+                notes.append(f"no /{name} in the structure file")
+                profiles[name] = np.full(len(order), np.nan)
+        group = f.get("abundances")
+        abundances = {}
+        if isinstance(group, h5py.Group):
+            abundances = {name: np.asarray(item[()], dtype=float)[order] for name, item in group.items()
+                          if isinstance(item, h5py.Dataset)}
+        else:
+            notes.append("no /abundances group in the structure file")
+    return {name: values[order] for name, values in profiles.items()}, abundances, notes
+
+
+# ---- the ledger side -----------------------------------------------------------------------
+
+
+def grid_jobs(ledger: Ledger, grid: str) -> list[JobRecord]:
+    """Every job of the grid with its axes (the Ledger's JobRef has no axes)."""
+    query = (
+        select(Job.name, Job.state, Job.reason, Job.metallicity, Job.density, Job.mass, Job.fuv, Job.varied)
+        .join(Grid, Job.grid_id == Grid.id).where(Grid.name == grid).order_by(Job.id)
+    )
+    with Session(ledger.engine) as session:
+        return [JobRecord(r.name, r.state, r.reason, r.metallicity, r.density, r.mass, r.fuv, dict(r.varied or {}))
+                for r in session.execute(query)]
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+def structure_path(grid: str, model: str) -> str:
+    return f"{grid}/pdrgrid/pdrstruct{model}.hdf5"
+
+
+def linebt_path(grid: str, model: str, species: str) -> str:
+    return f"{grid}/oniongrid/ONION{model}.linebt_{species}.out"
+
+
+class ArchiveReader:
+    """Reads one grid's archived outputs; fetched copies live in a private temporary directory."""
+
+    def __init__(self, config: Config, ledger: Ledger, storage: Storage, workdir: Path) -> None:
+        self.config = config
+        self.grid = config.grid.name
+        self.ledger = ledger
+        self.storage = storage
+        self._workdir = workdir
+        self._jobs: dict[str, JobRecord] | None = None
+        self._files: dict[str, dict[str, ArchivedFileRecord]] | None = None
+        self._paths: dict[str, ArchivedFileRecord] | None = None
+
+    def jobs(self) -> list[JobRecord]:
+        if self._jobs is None:
+            self._jobs = {job.name: job for job in grid_jobs(self.ledger, self.grid)}
+        return list(self._jobs.values())
+
+    def job(self, name: str) -> JobRecord:
+        self.jobs()
+        assert self._jobs is not None
+        if name not in self._jobs:
+            raise ResultsError(f"grid {self.grid!r} has no job {name!r} in the ledger")
+        return self._jobs[name]
+
+    def files(self, name: str) -> dict[str, ArchivedFileRecord]:
+        """The job's archived files by archive-relative path, as the ledger recorded them."""
+        if self._files is None:
+            self._files = {}
+            for job, path, size, sha256 in self.ledger.archived_files(self.grid):
+                self._files.setdefault(job, {})[path] = ArchivedFileRecord(path, size, sha256)
+        return self._files.get(name, {})
+
+    def _by_path(self) -> dict[str, ArchivedFileRecord]:
+        if self._paths is None:
+            self.files("")
+            assert self._files is not None
+            self._paths = {path: record for files in self._files.values() for path, record in files.items()}
+        return self._paths
+
+    def species(self, name: str) -> list[str]:
+        """Species whose line table was archived for the job."""
+        prefix, suffix = f"{self.grid}/oniongrid/ONION{name}.linebt_", ".out"
+        return sorted(p[len(prefix):-len(suffix)] for p in self.files(name)
+                      if p.startswith(prefix) and p.endswith(suffix))
+
+    def fetch(self, path: str) -> Path:
+        """A local copy of an archived file, verified against the ledger's sha256 when recorded.
+        The caller may delete it; it is removed with the reader anyway."""
+        local = self._workdir / path.replace("/", "__")
+        stored = self.storage.fetch(path, local)
+        recorded = self._by_path().get(path)
+        if recorded is not None and (stored.size, stored.sha256) != (recorded.size, recorded.sha256):
+            local.unlink(missing_ok=True)
+            raise ResultsError(f"{path} in {self.storage.description} differs from what the ledger recorded "
+                               f"(sha256 {stored.sha256[:12]} vs {recorded.sha256[:12]})")
+        return local
+
+    def model_outputs(self, job: str | _Named) -> ModelOutputs:
+        """Profiles and line tables of one archived model (by name, JobRecord or ModelSpec)."""
+        record = self.job(job if isinstance(job, str) else job.name)
+        if not record.archived:
+            raise ModelNotArchived(f"{record.name} is {record.state}, not archived"
+                                   + (f": {record.reason}" if record.reason else ""))
+        files = self.files(record.name)
+        structure = structure_path(self.grid, record.name)
+        if structure not in files:
+            raise ResultsError(f"{record.name}: the ledger records no archived {structure}")
+        local = self.fetch(structure)
+        try:
+            profiles, abundances, notes = read_structure(local)
+        except (OSError, ValueError) as exc:
+            raise ResultsError(f"{record.name}: cannot read {structure}: {exc}") from None
+        finally:
+            local.unlink(missing_ok=True)  # a big grid must not pile up copies
+        lines: dict[str, LineTable] = {}
+        for species in self.species(record.name):
+            path = linebt_path(self.grid, record.name, species)
+            try:
+                copy = self.fetch(path)
+            except (StorageError, ResultsError) as exc:  # one lost table blanks its lines, not the model
+                if isinstance(exc, StorageError) and exc.transient:
+                    raise  # the archive is unreachable: not this model's problem
+                notes.append(f"line table of {species} unreadable: {exc}")
+                continue
+            try:
+                lines[species] = parse_linebt(copy.read_text(errors="replace"), species)
+            except ValueError as exc:
+                notes.append(str(exc))
+            finally:
+                copy.unlink(missing_ok=True)
+        for species in self.config.kosma_tau.onion_species:
+            if species not in lines and species not in self.species(record.name):
+                notes.append(f"no line table archived for species {species}")
+        return ModelOutputs(record, profiles["depth_cm"], profiles["av"], profiles["tgas"], profiles["tdust"],
+                            profiles["nh"], abundances, lines, tuple(notes))
+
+
+def _ledger_missing(config: Config) -> str | None:
+    url = config.database.sqlalchemy_url()
+    file = url.database if url.drivername.startswith("sqlite") and url.database != ":memory:" else None
+    if file and not Path(file).exists():  # opening it would create an empty ledger
+        return f"no ledger at {file}: has the grid been run?"
+    return None
+
+
+@contextmanager
+def open_archive(config: Config) -> Iterator[ArchiveReader]:
+    """The grid's ledger (read only) and archive, for reading results; closes both on exit."""
+    problem = _ledger_missing(config)
+    if problem:
+        raise ResultsError(problem)
+    ledger = Ledger(config.database.sqlalchemy_url(), create=False)
+    try:
+        if ledger.grid_id(config.grid.name) is None:
+            raise ResultsError(f"the ledger has no grid {config.grid.name!r}: has it been run?")
+        with open_storage(config.storage) as storage, tempfile.TemporaryDirectory(prefix="pdrflow-results-") as tmp:
+            yield ArchiveReader(config, ledger, storage, Path(tmp))
+    finally:
+        ledger.close()
+
+
+__all__ = [
+    "ArchiveReader", "ArchivedFileRecord", "JobRecord", "LineTable", "ModelNotArchived", "ModelOutputs",
+    "ResultsError", "StorageError", "c_co_transition_av", "cplus_c_transition_av", "crossing_av",
+    "h_h2_transition_av", "open_archive", "parse_linebt", "read_structure",
+]
