@@ -38,3 +38,19 @@ class StorageFailed(Exception):
 
     def __str__(self) -> str:
         return f"job {self.job_id}: {self.reason}"
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A short repr of a user-supplied value for an error message.
+
+    Bounded in length and depth: a hostile config (a 1 MB string, a YAML alias bomb) must
+    give a one-line message quickly, not a repr that takes minutes or fills the terminal.
+    """
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 4
+    short.maxlevel = 2
+    text = short.repr(value)
+    return text if len(text) <= limit + 10 else text[: limit + 7] + "..."

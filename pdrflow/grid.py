@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Config, GridConfig
-from .errors import ConfigError
+from .errors import ConfigError, shown
 from .kosma.inputs import fortran_number
 from .kosma.parameters import (
     AXIS_PARAMETERS,
@@ -39,6 +39,7 @@ from .kosma.parameters import (
 )
 
 HASH_SCHEMA = 1
+FORTRAN_INT_MAX = 2**31 - 1  # KOSMA-tau reads integers into default (32-bit) Fortran INTEGERs
 _DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 # axis → (physical key, predecessor key, predecessor scale)
@@ -118,23 +119,27 @@ def _finite(value: float, where: str) -> float:
 
 def parse_physical(value: object, where: str) -> float:
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if isinstance(value, int | float):
-        return _finite(float(value), where)
-    if isinstance(value, str) and _DECIMAL.match(value.strip()):
-        return _finite(float(value.strip()), where)
-    raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {shown(value)}")
+    try:
+        if isinstance(value, int | float):
+            return _finite(float(value), where)
+        if isinstance(value, str) and _DECIMAL.match(value.strip()):
+            return _finite(float(value.strip()), where)
+    except OverflowError:  # float(10**400): an int too large for a float
+        raise ConfigError(f"{where}: {shown(value)} is not a finite number") from None
+    raise ConfigError(f"{where}: expected a number, got {shown(value)}")
 
 
 def parse_integer_notation(value: object, where: str) -> int:
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer string like \"30\", got {value!r}")
+        raise ConfigError(f"{where}: expected an integer string like \"30\", got {shown(value)}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and _INTEGER.match(value.strip()):
+    # At most 9 digits: 10^(10^8) is out of range anyway, and int() of thousands of digits is refused.
+    if isinstance(value, str) and _INTEGER.match(value.strip()) and len(value.strip()) <= 10:
         return int(value.strip())
     raise ConfigError(
-        f"{where}: expected an integer in tenths of a dex (like \"30\" for 10^3.0), got {value!r}; "
+        f"{where}: expected an integer in tenths of a dex (like \"30\" for 10^3.0), got {shown(value)}; "
         "use the physical-value key instead for numbers like 1e3"
     )
 
@@ -153,14 +158,17 @@ def _axis_values(grid: GridConfig, axis: str) -> list[float]:
     values: list[float] = []
     for i, item in enumerate(raw):
         where = f"grid.{key}[{i}]"
-        if key == physical_key:
-            value = parse_physical(item, where)
-        elif axis == "metallicity":
-            value = parse_integer_notation(item, where) / 100.0
-        else:
-            value = 10.0 ** (parse_integer_notation(item, where) / 10.0)
+        try:
+            if key == physical_key:
+                value = parse_physical(item, where)
+            elif axis == "metallicity":
+                value = parse_integer_notation(item, where) / 100.0
+            else:
+                value = 10.0 ** (parse_integer_notation(item, where) / 10.0)
+        except OverflowError:  # 10.0 ** 9999.9, or a percentage too large for a float
+            raise ConfigError(f"{where}: {shown(item)} is out of range") from None
         if value <= 0.0:
-            raise ConfigError(f"{where}: must be > 0, got {item!r}")
+            raise ConfigError(f"{where}: must be > 0, got {shown(item)}")
         values.append(value)
     if len(set(values)) != len(values):
         raise ConfigError(f"grid.{key}: a value is listed twice")
@@ -179,17 +187,23 @@ def name_component(axis: str, value: float) -> str:
 def _parameter_value(name: str, raw: object, where: str) -> ParamValue:
     kind = PARAMETERS_BY_NAME[name].kind
     if kind is str:
-        if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9._+-]{1,80}", raw):
-            raise ConfigError(f"{where}: expected a file-name-like string, got {raw!r}")
+        # Written into PDRNEW.INP and used as a file name by KOSMA-tau: no paths, no spaces.
+        if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,79}", raw):
+            raise ConfigError(f"{where}: expected a file-name-like string, got {shown(raw)}")
         return raw
     if kind is int:
+        number: int | None = None
         if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        if isinstance(raw, float) and raw.is_integer():
-            return int(raw)
-        if isinstance(raw, str) and _INTEGER.match(raw.strip()):
-            return int(raw.strip())
-        raise ConfigError(f"{where}: expected an integer, got {raw!r}")
+            number = raw
+        elif isinstance(raw, float) and raw.is_integer():
+            number = int(raw)
+        elif isinstance(raw, str) and _INTEGER.match(raw.strip()) and len(raw.strip()) <= 12:
+            number = int(raw.strip())
+        if number is None:
+            raise ConfigError(f"{where}: expected an integer, got {shown(raw)}")
+        if abs(number) > FORTRAN_INT_MAX:
+            raise ConfigError(f"{where}: {number} is out of range for a KOSMA-tau integer")
+        return number
     return parse_physical(raw, where)
 
 
@@ -205,7 +219,10 @@ def _parameter_choices(grid: GridConfig) -> dict[str, list[ParamValue]]:
         items = raw if isinstance(raw, list) else [raw]
         if not items:
             raise ConfigError(f"grid.parameters.{name}: needs at least one value")
-        choices[name] = [_parameter_value(name, item, f"grid.parameters.{name}") for item in items]
+        values = [_parameter_value(name, item, f"grid.parameters.{name}") for item in items]
+        if len(set(values)) != len(values):
+            raise ConfigError(f"grid.parameters.{name}: a value is listed twice")
+        choices[name] = values
     return choices
 
 
@@ -303,11 +320,24 @@ def count_models(grid: GridConfig) -> int:
     return total
 
 
+def _check_size(axis_values: Mapping[str, Sequence[float]], choices: Mapping[str, Sequence[ParamValue]],
+                limit: int) -> None:
+    """Refuse a grid over run.max_models from the axis lengths alone, before any model exists."""
+    sizes = [(f"grid.{axis}", len(values)) for axis, values in axis_values.items()]
+    sizes += [(f"grid.parameters.{name}", len(values)) for name, values in choices.items() if len(values) > 1]
+    total = math.prod(size for _, size in sizes)
+    if total > limit:
+        shape = " x ".join(f"{size} {key.removeprefix('grid.')}" for key, size in sizes if size > 1)
+        raise ConfigError(f"grid: {total} models ({shape}) is more than run.max_models = {limit}; "
+                          "raise run.max_models if you mean it")
+
+
 def expand_grid(config: Config, identity: Identity) -> Iterator[ModelSpec]:
     """All models of the grid, in a stable order. Raises ConfigError on bad values."""
     grid = config.grid
     axis_values = {axis: _axis_values(grid, axis) for axis in AXES}
     choices = _parameter_choices(grid)
+    _check_size(axis_values, choices, config.run.max_models)
     base = {p.name: p.default for p in PARAMETERS if p.default is not None}
     varied_names = [name for name, values in choices.items() if len(values) > 1]
     fixed = {name: values[0] for name, values in choices.items() if len(values) == 1}
@@ -328,11 +358,18 @@ def expand_grid(config: Config, identity: Identity) -> Iterator[ModelSpec]:
             rcore = float(varied.get("rcore", common.parameters["rcore"]))
             if not 0.0 <= alpha < 3.0:
                 raise ConfigError("grid.parameters.alpha: must be in [0, 3) for the clump density law")
-            own: dict[str, ParamValue] = {
-                "xnsur": density, "sint": fuv, "zmetal": metal,
-                "rtot": clump_radius_cm(density, mass, alpha, rcore), **varied,
-            }
+            try:
+                rtot = clump_radius_cm(density, mass, alpha, rcore)
+            except (OverflowError, ZeroDivisionError):
+                rtot = math.inf
             axes = {"metallicity": metal, "density": density, "mass": mass, "fuv": fuv}
+            if not math.isfinite(rtot) or rtot <= 0.0:
+                # e.g. density 1e-320: the clump radius overflows, and KOSMA-tau would read "inf"
+                raise ConfigError(f"grid: the clump radius for density {density:g} and mass {mass:g} is not a finite "
+                                  "positive number; check grid.density and grid.mass")
+            own: dict[str, ParamValue] = {
+                "xnsur": density, "sint": fuv, "zmetal": metal, "rtot": rtot, **varied,
+            }
             name = "_".join(components[axis][axes[axis]] for axis in AXES) + "_00"
             name += "".join(f"_{key}{fortran_number(value)}" for key, value in varied.items())
             if name in seen:

@@ -145,15 +145,21 @@ def _run_queries(database: DatabaseConfig, grid: str, queries: tuple[str, ...]) 
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"cannot read the ledger {path}: {exc}") from None
     from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
 
     from .ledger.ledger import make_engine
     from .ledger.migrate import ensure_schema
 
-    engine = make_engine(database.sqlalchemy_url())
+    url = database.sqlalchemy_url()
+    engine = make_engine(url)
     try:
         ensure_schema(engine)  # refuses an out-of-date schema with a clear message
         with engine.connect() as connection:
             return [[tuple(row) for row in connection.execute(text(sql), params)] for sql in queries]
+    except DBAPIError as exc:  # refused, unknown host, wrong password: one line, password hidden
+        reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LedgerError(f"database: cannot read the ledger at {url.render_as_string(hide_password=True)}: "
+                          f"{reason}") from None
     finally:
         engine.dispose()
 

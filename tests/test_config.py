@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ BAD_CONFIGS = [
     ("unknown parameter", lambda c: _mutate(c, "grid", "parameters", {"cosrey": 1e-16}),
      "grid.parameters.cosrey: unknown KOSMA-tau parameter (did you mean 'cosray'?)"),
     ("axis parameter", lambda c: _mutate(c, "grid", "parameters", {"xnsur": 1e3}), "grid.parameters.xnsur: set by"),
-    ("grid name with a path", lambda c: _mutate(c, "grid", "name", "../escape"), "grid.name: String should match"),
+    ("grid name with a path", lambda c: _mutate(c, "grid", "name", "../escape"), "grid.name: must be letters, digits"),
     ("missing executable", lambda c: _mutate(c, "kosma_tau", "pdr_executable", "no-such-pdrexe"),
      "kosma_tau.pdr_executable:"),
     ("executable is a directory", lambda c: _mutate(c, "kosma_tau", "pdr_executable", "In"),
@@ -139,3 +140,94 @@ def test_unknown_key_in_python_api_raises_config_error(tmp_path: Path, null_home
     config["run"]["max_in_flite"] = 3
     with pytest.raises(ConfigError, match=r"run.max_in_flite: unknown key \(did you mean 'max_in_flight'\?\)"):
         load_config(write_config(tmp_path / "run.yaml", config))
+
+
+# ---- hostile-input details that are cheaper to check in process (the CLI cases: test_hostile_inputs) ----
+
+
+def test_a_key_given_twice_is_refused_not_silently_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("grid:\n  name: a\n  density: [1e3]\n  density: [1e4]\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML at line 4: the key 'density' is given twice"):
+        load_config(path)
+
+
+def test_yaml_merge_keys_still_work(tmp_path: Path, null_home: Path) -> None:
+    """A merge key (<<) may be overridden by an explicit key: that is YAML, not a duplicate."""
+    text = write_config(tmp_path / "c.yaml", base_config(tmp_path, home=null_home)).read_text()
+    merged = text.replace("grid:\n  name: testgrid\n", "grid:\n  <<: {name: other, mass: [0.5]}\n  name: testgrid\n", 1)
+    assert merged != text
+    path = tmp_path / "merge.yaml"
+    path.write_text(merged)
+    loaded = load_config(path)
+    assert loaded.grid.name == "testgrid" and loaded.grid.mass == [0.1]
+
+
+def test_alias_bomb_is_walked_once_per_object(tmp_path: Path) -> None:
+    """9^9 leaves as a tree, 10 objects as a graph: the control-character check must see the graph."""
+    import time
+
+    lines = ['  - &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"  - &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("kosma_tau:\n  helper_executables:\n" + "\n".join(lines) + "\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"kosma_tau.helper_executables\[0\]: Input should be a valid string"):
+        load_config(path)
+    assert time.monotonic() - started < 5
+
+
+def test_messages_shorten_hostile_values(tmp_path: Path, null_home: Path) -> None:
+    from pdrflow.errors import shown
+
+    assert shown("x" * 10_000).startswith("'xxx") and len(shown("x" * 10_000)) < 80
+    config = base_config(tmp_path, home=null_home)
+    config["cluster"]["kind"] = "k" * 100_000
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path / "c.yaml", config))
+    assert len(str(caught.value)) < 200 and str(caught.value).startswith("cluster.kind: unknown kind 'kkk")
+
+
+def test_many_validation_errors_stay_on_one_short_line(tmp_path: Path, null_home: Path) -> None:
+    config = base_config(tmp_path, home=null_home)
+    config["kosma_tau"]["onion_species"] = [f"bad species {i}" for i in range(10_000)]
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path / "c.yaml", config))
+    message = str(caught.value)
+    assert "\n" not in message and message.endswith("; and 9997 more") and len(message) < 600
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("storage", {"kind": "sftp", "host": "archive server", "root": "/a"}, "storage.host: must be a host name"),
+        ("storage", {"kind": "sftp", "host": "h", "root": "/a", "username": "-l root"},
+         "storage.username: must be a user"),
+        ("storage", {"kind": "sftp", "host": "h", "root": "~/a"}, "storage.root: must be an absolute directory"),
+        ("database", {"url": "postgresql+psycopg2://pdr@127.0.0.1/pdr"},
+         "the driver for 'postgresql+psycopg2' is not installed"),
+        ("database", {"url": "mysql+nosuchdriver://pdr@127.0.0.1/pdr"}, "the driver for 'mysql+nosuchdriver'"),
+        ("storage", {"key_filename": ""}, "storage.key_filename: an empty path"),
+        ("cluster", {"threads_per_worker": 1000}, "cluster.n_workers: 2000 worker threads"),
+    ],
+)
+def test_more_refusals(tmp_path: Path, null_home: Path, section: str, values: dict[str, Any], message: str) -> None:
+    config = base_config(tmp_path, home=null_home)
+    if values.get("kind") == "sftp" or "key_filename" in values:
+        config["storage"] = {"kind": "sftp", "host": "h", "root": "/a"}
+    config[section].update(values)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write_config(tmp_path / "c.yaml", config))
+
+
+def test_reasonable_values_are_still_accepted(tmp_path: Path, null_home: Path) -> None:
+    config = base_config(tmp_path, home=null_home)
+    config["storage"] = {"kind": "sftp", "host": "archive-server.example.org", "username": "kosma.user",
+                         "root": "/data/kosma-archive", "port": 2222}
+    config["cluster"] = {"kind": "slurm", "job_script_prologue": ["module load hdf5\t# tab-separated comment"]}
+    config["run"]["max_models"] = 10_000_000
+    loaded = load_config(write_config(tmp_path / "c.yaml", config))
+    assert loaded.storage.host == "archive-server.example.org"  # type: ignore[union-attr]
+    assert loaded.run.max_models == 10_000_000
+    assert load_config(write_config(tmp_path / "d.yaml", base_config(tmp_path,
+                                                                     home=null_home))).run.max_models == 1_000_000

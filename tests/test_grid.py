@@ -116,3 +116,67 @@ def test_fast_hash_equals_the_canonical_hash_over_all_parameters(tmp_path: Path,
     # The same physics hashes the same whether a parameter is varied or fixed in the config.
     fixed = _models(tmp_path, null_home, density=[1e3], fuv=[10], parameters={"cosray": 5e-17})[0]
     assert fixed.model_hash == models[1].model_hash
+
+
+# ---- limits and values that would break the run, refused before anything is expanded ----------------
+
+
+def test_a_huge_grid_is_refused_from_its_axis_lengths_before_expansion(tmp_path: Path, null_home: Path) -> None:
+    import time
+
+    values = [10.0 ** (i / 1000) for i in range(1, 10_001)]
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"grid: 100000000 models \(10000 density x 10000 fuv\) is more than "
+                                          r"run.max_models = 1000000; raise run.max_models if you mean it"):
+        _models(tmp_path, null_home, density=values, fuv=values)
+    assert time.monotonic() - started < 20  # expanding would take hours and gigabytes
+
+
+def test_run_max_models_is_configurable(tmp_path: Path, null_home: Path) -> None:
+    config = base_config(tmp_path, home=null_home, run={"max_models": 4})
+    config["grid"].update(density=[1e3, 1e4], fuv=[10, 100])
+    assert len(list(expand_grid(load_config(write_config(tmp_path / "ok.yaml", config)), IDENTITY))) == 4
+    config["grid"]["parameters"] = {"cosray": [1e-16, 2e-16]}
+    with pytest.raises(ConfigError, match=r"grid: 8 models \(2 density x 2 fuv x 2 parameters.cosray\) is more"):
+        list(expand_grid(load_config(write_config(tmp_path / "big.yaml", config)), IDENTITY))
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"density": [1e-320]},
+         "grid: the clump radius for density 9.99989e-321 and mass 0.1 is not a finite positive"),
+        ({"parameters": {"cosray": [1e-16, "1.0e-16"]}}, "grid.parameters.cosray: a value is listed twice"),
+        ({"parameters": {"Niter": 2**31}}, "grid.parameters.Niter: 2147483648 is out of range for a KOSMA-tau integer"),
+        ({"parameters": {"Niter": "9" * 40}}, "grid.parameters.Niter: expected an integer, got '9999"),
+        ({"parameters": {"fuvstring": ".hidden"}}, "grid.parameters.fuvstring: expected a file-name-like string"),
+        ({"parameters": {"fuvstring": "a b"}}, "grid.parameters.fuvstring: expected a file-name-like string"),
+        ({"density": [10**400]}, "grid.density[0]: 10000000000000000"),
+        ({"fuv": ["1e400"]}, "grid.fuv[0]: inf is not a finite number"),
+        ({"abundances": {"C": float("nan")}}, "grid.abundances.C: nan is not a finite number"),
+    ],
+)
+def test_values_that_would_break_the_run_are_refused(
+    tmp_path: Path, null_home: Path, grid: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _models(tmp_path, null_home, **grid)
+    assert message in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+def test_tenthdex_out_of_range_is_refused_not_an_overflow(tmp_path: Path, null_home: Path) -> None:
+    config = base_config(tmp_path, home=null_home)
+    config["grid"] = {"name": "g", "metallicity_percent": [10**400], "density_tenthdex": ["99999"],
+                      "mass_tenthdex": ["-10"], "fuv_tenthdex": ["9" * 5000]}
+    loaded = load_config(write_config(tmp_path / "t.yaml", config))
+    with pytest.raises(ConfigError, match=r"grid.metallicity_percent\[0\]: 1000.* is out of range"):
+        list(expand_grid(loaded, IDENTITY))
+    config["grid"]["metallicity_percent"] = ["100"]
+    loaded = load_config(write_config(tmp_path / "t.yaml", config))
+    with pytest.raises(ConfigError, match=r"grid.density_tenthdex\[0\]: '99999' is out of range"):
+        list(expand_grid(loaded, IDENTITY))
+    config["grid"]["density_tenthdex"] = ["30"]
+    loaded = load_config(write_config(tmp_path / "t.yaml", config))
+    with pytest.raises(ConfigError, match=r"grid.fuv_tenthdex\[0\]: expected an integer in tenths of a dex"):
+        list(expand_grid(loaded, IDENTITY))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import KosmaTauConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from ..grid import Identity
 from ..storage.base import sha256_file
 
@@ -58,6 +58,14 @@ def _executable(home: Path, value: str, key: str) -> Path:
 
 def resolve_installation(config: KosmaTauConfig) -> Installation:
     """Check the installation named in the config; raise ConfigError naming what is wrong."""
+    try:
+        return _resolve_installation(config)
+    except OSError as exc:  # a path too long, a symlink loop, an unreadable directory
+        where = f" {shown(str(exc.filename))}" if exc.filename else ""
+        raise ConfigError(f"kosma_tau.home: cannot use{where} ({exc.strerror})") from None
+
+
+def _resolve_installation(config: KosmaTauConfig) -> Installation:
     if config.standin:
         from .standin import standin_home
 
