@@ -103,3 +103,221 @@ def ledger_rows(db: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
 
 def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+# ---- the fault matrix's consistency check (tests/test_fault_matrix.py) ---------------------------
+
+TEMPORARY_MARKERS = (".pdrflow-", ".part", ".old", ".tmp", "~")
+
+
+def _is_temporary(path: Path) -> bool:
+    name = path.name
+    return any(marker in name for marker in TEMPORARY_MARKERS[:1]) or name.endswith(TEMPORARY_MARKERS[1:])
+
+
+def _ledger_engine(config: Any) -> Any:
+    from sqlalchemy import create_engine
+
+    return create_engine(config.database.sqlalchemy_url())
+
+
+def _load_config_with(config_path: Path, env: dict[str, str] | None) -> Any:
+    """pdrflow's own config loader, with ``env`` (e.g. PDRFLOW_DB_PASSWORD) visible while it reads."""
+    from pdrflow.config import load_config
+
+    saved = {key: os.environ.get(key) for key in (env or {})}
+    os.environ.update(env or {})
+    try:
+        return load_config(config_path)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def assert_consistent(
+    config_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    files_per_model: int | None = 9 + 7 * len(NULL_SPECIES),
+    models: int | None = None,
+    run_verify: bool = True,
+) -> dict[str, Any]:
+    """The invariants every fault scenario must end with, once its one documented command finished the grid.
+
+    - every job of the grid is ``archived``; no job and no attempt is left ``running``; every
+      attempt has ended; no worker job (SLURM) is left open;
+    - each job was archived exactly once: one ``ok`` archive attempt, no model attempt started after
+      it (an archived model is never computed again), and its archived_files rows are unique paths
+      (``files_per_model`` of them when given);
+    - the archive holds no temporary or partial file (``.pdrflow-*``, ``*.part``, ``*.old``) and no
+      final file without a ledger row, and every row's size and sha256 match the bytes on disk;
+    - ``pdrflow verify CONFIG`` exits 0.
+
+    The archive is walked on this machine: local storage, or SFTP to a loopback sshd (same paths).
+    Returns a summary for scenario-specific checks: ``model_runs`` (job name → model attempts),
+    ``model_ok`` (job name → successful model attempts), ``archive_attempts``, ``counts``.
+    """
+    import hashlib
+
+    from sqlalchemy import text
+
+    config = _load_config_with(config_path, env)
+    grid = config.grid.name
+    engine = _ledger_engine(config)
+    try:
+        with engine.connect() as db:
+            grid_id = db.execute(text("select id from grids where name = :g"), {"g": grid}).scalar_one()
+            jobs = {row.id: row for row in db.execute(
+                text("select id, name, state, staged_dir from jobs where grid_id = :g"), {"g": grid_id})}
+            attempts = db.execute(text(
+                "select a.job_id, a.kind, a.outcome, a.started_at, a.ended_at from attempts a "
+                "join jobs j on a.job_id = j.id where j.grid_id = :g order by a.id"), {"g": grid_id}).all()
+            files = db.execute(text(
+                "select f.job_id, f.path, f.size, f.sha256 from archived_files f "
+                "join jobs j on f.job_id = j.id where j.grid_id = :g"), {"g": grid_id}).all()
+            open_worker_jobs = db.execute(text(
+                "select external_id from worker_jobs where grid_id = :g and ended_at is null"), {"g": grid_id}).all()
+    finally:
+        engine.dispose()
+
+    counts: dict[str, int] = {}
+    for job in jobs.values():
+        counts[job.state] = counts.get(job.state, 0) + 1
+    problems: list[str] = []
+    if models is not None and len(jobs) != models:
+        problems.append(f"{len(jobs)} jobs in the ledger, expected {models}")
+    if counts != {"archived": len(jobs)}:
+        problems.append(f"not every job is archived: {counts}")
+    for job in jobs.values():
+        if job.state == "archived" and job.staged_dir:
+            problems.append(f"{job.name}: archived but still points at staged outputs {job.staged_dir}")
+    open_attempts = [(jobs[a.job_id].name, a.kind) for a in attempts if a.outcome == "running" or a.ended_at is None]
+    if open_attempts:
+        problems.append(f"attempts left running/open: {open_attempts}")
+    if open_worker_jobs:
+        problems.append(f"worker jobs never marked ended: {[row[0] for row in open_worker_jobs]}")
+
+    model_runs = {job.name: 0 for job in jobs.values()}
+    model_ok = {job.name: 0 for job in jobs.values()}
+    archive_attempts = {job.name: 0 for job in jobs.values()}
+    archived_ok: dict[int, list[Any]] = {}
+    for a in attempts:
+        name = jobs[a.job_id].name
+        if a.kind == "model":
+            model_runs[name] += 1
+            model_ok[name] += a.outcome == "ok"
+        else:
+            archive_attempts[name] += 1
+            if a.outcome == "ok":
+                archived_ok.setdefault(a.job_id, []).append(a)
+    for job_id, job in jobs.items():
+        oks = archived_ok.get(job_id, [])
+        if len(oks) != (1 if job.state == "archived" else 0):
+            problems.append(f"{job.name}: {len(oks)} successful archive attempts")
+        if oks:
+            later = [a for a in attempts if a.job_id == job_id and a.kind == "model" and a.started_at > oks[0].ended_at]
+            if later:
+                problems.append(f"{job.name}: computed again after it was archived ({len(later)} model runs)")
+        if job.state == "archived" and model_ok[job.name] < 1:
+            problems.append(f"{job.name}: archived without a successful model run")
+
+    paths = [f.path for f in files]
+    if len(paths) != len(set(paths)):
+        problems.append("archived_files holds a path twice")
+    per_job: dict[int, int] = {}
+    for f in files:
+        per_job[f.job_id] = per_job.get(f.job_id, 0) + 1
+    for job_id, job in jobs.items():
+        expected = files_per_model if job.state == "archived" else 0
+        if expected is not None and per_job.get(job_id, 0) != expected:
+            problems.append(f"{job.name}: {per_job.get(job_id, 0)} archived_files rows, expected {expected}")
+
+    root = Path(str(config.storage.root))
+    grid_dir = root / grid
+    on_disk = files_under(grid_dir)
+    temporaries = [str(p) for p in on_disk if _is_temporary(p)]
+    if temporaries:
+        problems.append(f"temporary/partial files left in the archive: {temporaries[:10]}"
+                        + (f" (+{len(temporaries) - 10})" if len(temporaries) > 10 else ""))
+    recorded = {f.path: f for f in files}
+    unrecorded = [str(p) for p in on_disk if not _is_temporary(p) and str(p.relative_to(root)) not in recorded]
+    if unrecorded:
+        problems.append(f"final files without a ledger row: {unrecorded[:10]}")
+    for f in files:
+        path = root / f.path
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            problems.append(f"ledger row {f.path} points at a missing file ({exc.strerror})")
+            continue
+        if (len(data), hashlib.sha256(data).hexdigest()) != (f.size, f.sha256):
+            problems.append(f"ledger row {f.path} does not match the bytes on disk")
+
+    report: dict[str, Any] = {}
+    if run_verify:
+        done = cli("verify", str(config_path), "--json", env=env)
+        if done.returncode != 0:
+            problems.append(f"pdrflow verify exited {done.returncode}: {done.stdout[-800:]}{done.stderr[-800:]}")
+        else:
+            report = json.loads(done.stdout)
+            if report.get("checked") != len(files):
+                problems.append(f"pdrflow verify checked {report.get('checked')} files, the ledger has {len(files)}")
+    assert not problems, "inconsistent final state:\n  " + "\n  ".join(problems)
+    return {"counts": counts, "model_runs": model_runs, "model_ok": model_ok, "archive_attempts": archive_attempts,
+            "files": len(files), "verify": report}
+
+
+def kosma_processes(scratch_root: Path) -> list[tuple[int, int, str]]:
+    """(pid, parent pid, cwd) of every KOSMA-tau step (``./pdrexe``/``./onionexe``) running below ``scratch_root``.
+
+    The parent of a step is the Dask worker process that runs the model: kill it to kill the worker.
+    """
+    found = []
+    root = str(Path(scratch_root).resolve())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if cwd.startswith(root + os.sep) and any(arg in (b"./pdrexe", b"./onionexe") for arg in cmdline):
+            found.append((int(entry), ppid, cwd))
+    return found
+
+
+def slow_null_home(root: Path, null_home: Path, seconds: float, *, pad_bytes: int = 0) -> Path:
+    """A copy of the null KOSMA-tau home whose pdrexe sleeps ``seconds`` (and pads pdrout.hdf by ``pad_bytes``)."""
+    import shutil
+
+    home = root / f"slow-home-{seconds:g}-{pad_bytes}"
+    shutil.copytree(null_home, home, symlinks=True)
+    pdr = home / "pdrexe"
+    script = pdr.read_text().replace('echo "null pdrexe: not KOSMA-tau"', f"sleep {seconds}")
+    if pad_bytes:
+        script += f"head -c {pad_bytes} /dev/urandom >> pdroutput/pdrout.hdf\n"
+    pdr.write_text(script)
+    return home
+
+
+def dask_worker_processes(driver_pid: int) -> list[int]:
+    """PIDs of the Dask worker processes a ``pdrflow run`` (LocalCluster) started: its spawned children."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == driver_pid and b"spawn_main" in cmdline:
+            found.append(int(entry))
+    return found

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, Table, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -336,8 +336,11 @@ class Ledger:
 
     @staticmethod
     def _finish_attempt(session: Session, attempt_id: int, outcome: AttemptOutcome, error: str | None) -> None:
+        # Core statement on the table: no ORM bulk-update bookkeeping (a few ms per call).
+        attempts = Attempt.__table__
         session.execute(
-            update(Attempt).where(Attempt.id == attempt_id).values(outcome=outcome.value, error=error, ended_at=utcnow())
+            update(attempts).where(attempts.c.id == attempt_id)
+            .values(outcome=outcome.value, error=error, ended_at=utcnow())
         )
 
     @_transient_db_errors
@@ -389,17 +392,29 @@ class Ledger:
             return attempt.id
 
     @_transient_db_errors
+    def archive_attempts(self, job_id: int) -> int:
+        """How many archivals of this job were started (this one included)."""
+        with self._session() as session:
+            return int(session.scalar(
+                select(func.count()).select_from(Attempt)
+                .where(Attempt.job_id == job_id, Attempt.kind == AttemptKind.ARCHIVE.value)
+            ) or 0)
+
+    @_transient_db_errors
     def commit_archive(self, job_id: int, attempt_id: int, files: Sequence[StoredFile]) -> None:
         """Record the job's files and its ``archived`` state in one transaction."""
         with self._session() as session:
             self._move(session, job_id, JobState.ARCHIVED, staged_dir=None)
-            session.query(ArchivedFile).filter(ArchivedFile.job_id == job_id).delete()
+            # Core statements on the table (one executemany): the ORM's bulk path costs ~5 ms a model.
+            table = ArchivedFile.__table__
+            session.execute(delete(table).where(table.c.job_id == job_id))
             now = utcnow()
-            session.execute(
-                insert(ArchivedFile),
-                [{"job_id": job_id, "path": f.path, "size": f.size, "sha256": f.sha256, "archived_at": now}
-                 for f in files],
-            )
+            if files:
+                session.execute(
+                    insert(table),
+                    [{"job_id": job_id, "path": f.path, "size": f.size, "sha256": f.sha256, "archived_at": now}
+                     for f in files],
+                )
             self._finish_attempt(session, attempt_id, AttemptOutcome.OK, None)
 
     @_transient_db_errors

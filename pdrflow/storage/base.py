@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Self
@@ -45,6 +46,19 @@ class StoredFile:
     sha256: str
 
 
+def temporary_names(paths: Sequence[str]) -> dict[str, set[str]]:
+    """directory → prefixes (``.<name>.pdrflow-``) of the temporaries an upload of ``paths`` may leave."""
+    prefixes: dict[str, set[str]] = {}
+    for path in paths:
+        directory, name = posixpath.split(check_relative_path(path))
+        prefixes.setdefault(directory, set()).add(f".{name}.pdrflow-")
+    return prefixes
+
+
+def is_temporary_of(entry: str, prefixes: set[str]) -> bool:
+    return entry.endswith((".part", ".old")) and any(entry.startswith(prefix) for prefix in prefixes)
+
+
 def check_relative_path(path: str) -> str:
     """Refuse archive paths that could escape the root ("..", absolute, empty parts)."""
     normalized = posixpath.normpath(path)
@@ -72,6 +86,25 @@ def sha256_file(path: Path) -> tuple[int, str]:
         return sha256_stream(stream)
 
 
+class HashingSink:
+    """A binary file being written that also counts and hashes its bytes (for ``fetch``)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._stream.write(data)
+        self._digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
 class Storage(ABC):
     """One archive backend. Instances are cheap to create and may hold a connection."""
 
@@ -92,6 +125,18 @@ class Storage(ABC):
     @abstractmethod
     def checksum(self, path: str) -> str | None:
         """sha256 of the stored file, or None when it does not exist."""
+
+    def fetch(self, path: str, local: Path) -> StoredFile:
+        """Copy the stored file at ``path`` to ``local`` (written atomically: a partial copy never
+        has the final name); return the size and sha256 of the bytes read. A missing file raises
+        :class:`StorageError`. Not abstract, so backends that only write keep working."""
+        raise StorageError(f"{self.description}: reading archived files back is not supported")
+
+    def remove_temporaries(self, paths: Sequence[str]) -> int:
+        """Remove the hidden temporaries (``.<name>.pdrflow-*.part``) that earlier uploads of ``paths``
+        left behind when they were cut off (connection lost, server or worker killed); return how many.
+        Called before an archival that is not the job's first, so it lists each directory once."""
+        return 0
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release connections; the object may not be used afterwards."""

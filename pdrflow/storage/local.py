@@ -6,13 +6,41 @@ import contextlib
 import errno
 import hashlib
 import os
+import threading
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
-from .base import CHUNK, Storage, StorageError, StoredFile, check_relative_path, sha256_file
+from .base import (
+    CHUNK,
+    HashingSink,
+    Storage,
+    StorageError,
+    StoredFile,
+    check_relative_path,
+    is_temporary_of,
+    sha256_file,
+    temporary_names,
+)
 
 # Errors a retry may cure (a network filesystem hiccup); the rest are reported at once.
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EIO, errno.ESTALE, errno.EBUSY}
+
+
+_BATCH = 256  # files open at once in put_many
+_FSYNC_THREADS = 16
+_fsync_executor: ThreadPoolExecutor | None = None
+_fsync_lock = threading.Lock()
+
+
+def _fsync_pool() -> ThreadPoolExecutor:
+    """Threads that fsync concurrently (one per process, started on first use)."""
+    global _fsync_executor
+    with _fsync_lock:
+        if _fsync_executor is None:
+            _fsync_executor = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="pdrflow-fsync")
+        return _fsync_executor
 
 
 def _describe(exc: OSError) -> str:
@@ -60,6 +88,98 @@ class LocalStorage(Storage):
                 temporary.unlink()
         return StoredFile(path, size, sha256)
 
+    def put_many(self, items: Sequence[tuple[Path, str, int, str]]) -> list[StoredFile]:
+        """``put`` for a model's files with the same guarantees and far fewer journal commits.
+
+        Every file is copied (hashed while copying) to a temporary name in its target directory and
+        fsynced on its own - the fsyncs run concurrently so that the filesystem commits them
+        together - then all are renamed onto their final names and each target directory is
+        fsynced once. A final path never holds a partial file and nothing is returned before
+        every file's bytes and name are durable. Results in input order.
+        """
+        stored: list[StoredFile] = []
+        for start in range(0, len(items), _BATCH):  # bounded number of open files
+            stored += self._put_batch(items[start : start + _BATCH])
+        return stored
+
+    def _put_batch(self, items: Sequence[tuple[Path, str, int, str]]) -> list[StoredFile]:
+        stored = [StoredFile(path, size, sha256) for _, path, size, sha256 in items]
+        todo: list[tuple[Path, str, int, str, Path]] = []
+        for local, path, size, sha256 in items:
+            target = self._target(path)
+            if self.stat(path) == size and self.checksum(path) == sha256:
+                continue  # already archived: resumed archival is cheap
+            todo.append((local, path, size, sha256, target))
+        if not todo:
+            return stored
+        written: list[tuple[Path, Path, int]] = []  # (temporary, target, open fd)
+        current = todo[0][1]
+        try:
+            for directory in {target.parent for *_, target in todo}:
+                directory.mkdir(parents=True, exist_ok=True)
+            for local, path, size, sha256, target in todo:
+                current = path
+                temporary = target.parent / f".{target.name}.pdrflow-{uuid.uuid4().hex}.part"
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                written.append((temporary, target, fd))
+                digest = hashlib.sha256()
+                count = 0
+                with local.open("rb") as source:
+                    while chunk := source.read(CHUNK):
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        digest.update(chunk)
+                        count += len(chunk)
+                if count != size or digest.hexdigest() != sha256:
+                    raise StorageError(
+                        f"{path}: staged file changed while archiving (expected {size} bytes sha256 {sha256[:12]}, "
+                        f"read {count} bytes sha256 {digest.hexdigest()[:12]})"
+                    )
+            # Each file fsynced on its own, all at once: ext4/xfs group them into few journal commits.
+            futures = [_fsync_pool().submit(os.fsync, fd) for _, _, fd in written]
+            wait(futures)  # every fsync is over before any descriptor is closed
+            for index, future in enumerate(futures):
+                current = todo[index][1]
+                future.result()
+            for index, (temporary, target, fd) in enumerate(written):
+                current = todo[index][1]
+                os.close(fd)
+                written[index] = (temporary, target, -1)
+                os.replace(temporary, target)
+            for directory in {target.parent for _, target, _ in written}:
+                self._fsync_dir(directory)  # the renames are durable too
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write {current} under {self.root}: {_describe(exc)}",
+                transient=exc.errno in _TRANSIENT_ERRNOS,
+            ) from None
+        finally:
+            for temporary, _, fd in written:  # after a failure; after success they are gone already
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+        return stored
+
+    def remove_temporaries(self, paths: Sequence[str]) -> int:
+        removed = 0
+        for directory, prefixes in temporary_names(paths).items():
+            try:
+                entries = [entry.name for entry in os.scandir(self.root / directory)]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise StorageError(f"cannot list {directory} under {self.root}: {_describe(exc)}",
+                                   transient=exc.errno in _TRANSIENT_ERRNOS) from None
+            for name in entries:
+                if is_temporary_of(name, prefixes):
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.root / directory / name).unlink()
+                        removed += 1
+        return removed
+
     @staticmethod
     def _fsync_dir(directory: Path) -> None:
         # Make the rename itself durable, not only the file contents.
@@ -86,3 +206,27 @@ class LocalStorage(Storage):
             return None
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {_describe(exc)}") from None
+
+    def fetch(self, path: str, local: Path) -> StoredFile:
+        source = self._target(path)
+        try:
+            reader = source.open("rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise StorageError(f"{path} does not exist under {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {_describe(exc)}",
+                               transient=exc.errno in _TRANSIENT_ERRNOS) from None
+        partial = local.parent / f".{local.name}.pdrflow-{uuid.uuid4().hex}.part"
+        try:
+            with reader, partial.open("xb") as writer:
+                sink = HashingSink(writer)
+                while chunk := reader.read(CHUNK):
+                    sink.write(chunk)
+            os.replace(partial, local)
+        except OSError as exc:
+            raise StorageError(f"cannot copy {path} from {self.root} to {local}: {_describe(exc)}",
+                               transient=exc.errno in _TRANSIENT_ERRNOS) from None
+        finally:
+            with contextlib.suppress(OSError):  # after a failure; after success it is gone already
+                partial.unlink()
+        return StoredFile(path, sink.size, sink.sha256)

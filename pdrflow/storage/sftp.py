@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import posixpath
 import threading
 import uuid
@@ -51,7 +52,15 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_exponential_jitter
 
 from ..config import SftpStorageConfig
-from .base import Storage, StorageError, StoredFile, check_relative_path
+from .base import (
+    HashingSink,
+    Storage,
+    StorageError,
+    StoredFile,
+    check_relative_path,
+    is_temporary_of,
+    temporary_names,
+)
 from .sftp_connect import Endpoint, open_transport, resolve_endpoint
 from .sftp_protocol import (
     FX_FAILURE,
@@ -92,6 +101,24 @@ _DOING = {
     "read": "reading",
     "statvfs": "checking free space of",
 }
+
+
+class _LocalWriteError(Exception):
+    """Writing the fetched copy on the local disk failed (not a storage or network problem)."""
+
+
+class _CheckedWriter:
+    """Wraps the local copy so that its write errors are not mistaken for network errors."""
+
+    def __init__(self, sink: HashingSink, path: Path) -> None:
+        self.sink = sink
+        self._path = path
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.sink.write(data)
+        except OSError as exc:
+            raise _LocalWriteError(f"cannot write {self._path}: {exc.strerror or exc}") from None
 
 
 class _LocalReadError(Exception):
@@ -367,6 +394,27 @@ class SftpStorage(Storage):
             raise StorageError(f"uploads to {self._endpoint.address} cancelled: the storage was closed", transient=True)
         return [future.result() for future in futures]
 
+    def remove_temporaries(self, paths: Sequence[str]) -> int:
+        """One directory listing per target directory; only this job's own temporaries are removed."""
+
+        def once() -> int:
+            removed = 0
+            with self._session() as session:
+                for directory, prefixes in temporary_names(paths).items():
+                    remote = self._remote(directory)
+                    try:
+                        entries = session.listdir(remote)
+                    except SftpStatus as exc:
+                        if exc.code == FX_NO_SUCH_FILE:
+                            continue
+                        raise self._status_error(exc, session, 0) from None
+                    for name in entries:
+                        if is_temporary_of(name, prefixes):
+                            removed += self._remove_quietly(session, posixpath.join(remote, name))
+            return removed
+
+        return self._retrying(once, "removal of partial uploads")
+
     def _executor(self) -> ThreadPoolExecutor:
         """One long-lived pool per instance (threads are not created per call).
 
@@ -510,3 +558,51 @@ class SftpStorage(Storage):
             raise StorageError(f"{directory} on {self._endpoint.address} exists and is not a directory")
         with self._lock:
             self._known_dirs.add(directory)
+
+    # ---- reading back ----------------------------------------------------------------
+
+    def fetch(self, path: str, local: Path) -> StoredFile:
+        """Download through a paramiko SFTPClient on the shared connection (pipelined reads)."""
+        remote = self._remote(path)
+
+        def once() -> StoredFile:
+            if not self._slots.acquire(timeout=self.config.operation_timeout * RETRY_ATTEMPTS):
+                raise StorageError(f"no free SFTP channel to {self._endpoint.address} in time", transient=True)
+            generation = -1
+            partial = local.parent / f".{local.name}.pdrflow-{uuid.uuid4().hex}.part"
+            try:
+                with self._lock:
+                    generation, transport = self._connect()
+                client = paramiko.SFTPClient.from_transport(transport)
+                if client is None:
+                    raise paramiko.SSHException("the server refused an SFTP channel")
+                try:
+                    client.get_channel().settimeout(self.config.operation_timeout)
+                    try:
+                        stream = partial.open("xb")
+                    except OSError as exc:
+                        raise _LocalWriteError(f"cannot create {partial}: {exc.strerror or exc}") from None
+                    with stream:
+                        writer = _CheckedWriter(HashingSink(stream), partial)
+                        client.getfo(remote, writer)
+                finally:
+                    client.close()
+                os.replace(partial, local)
+                return StoredFile(path, writer.sink.size, writer.sink.sha256)
+            except FileNotFoundError:  # paramiko's SSH_FX_NO_SUCH_FILE (before the network catch-all)
+                where = f"{remote} on {self._endpoint.address}"
+                raise StorageError(f"no such file or directory reading {where}") from None
+            except PermissionError:
+                raise StorageError(f"permission denied reading {remote} on {self._endpoint.address}") from None
+            except _LocalWriteError as exc:
+                raise StorageError(str(exc)) from None
+            except _NETWORK_ERRORS as exc:
+                if generation >= 0:
+                    self._discard(generation)
+                raise self._network_error(exc) from None
+            finally:
+                with contextlib.suppress(OSError):  # after a failure; after success it is gone already
+                    partial.unlink()
+                self._slots.release()
+
+        return self._retrying(once, f"download of {remote}")

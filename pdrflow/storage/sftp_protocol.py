@@ -25,6 +25,7 @@ import paramiko
 # Packet types
 _INIT, _VERSION = 1, 2
 _OPEN, _CLOSE, _READ, _WRITE, _LSTAT, _FSTAT = 3, 4, 5, 6, 7, 8
+_OPENDIR, _READDIR = 11, 12
 _REMOVE, _MKDIR, _RMDIR, _REALPATH, _STAT, _RENAME = 13, 14, 15, 16, 17, 18
 _STATUS, _HANDLE, _DATA, _NAME, _ATTRS = 101, 102, 103, 104, 105
 _EXTENDED, _EXTENDED_REPLY = 200, 201
@@ -275,6 +276,34 @@ class SftpSession:
         if kind != _ATTRS:
             raise SftpProtocolError(f"stat answered with packet type {kind}")
         return _Reader(body).attrs()
+
+    def listdir(self, path: str) -> list[str]:
+        """The names in directory ``path`` (without ``.`` and ``..``)."""
+        kind, body = self._request(_OPENDIR, _path(path), "opendir", path)
+        if kind != _HANDLE:
+            raise SftpProtocolError(f"opendir answered with packet type {kind}")
+        handle = _Reader(body).string()
+        names: list[str] = []
+        try:
+            while True:
+                try:
+                    kind, body = self._request(_READDIR, _string(handle), "readdir", path)
+                except SftpStatus as exc:
+                    if exc.code == FX_EOF:
+                        return names
+                    raise
+                if kind != _NAME:
+                    raise SftpProtocolError(f"readdir answered with packet type {kind}")
+                reader = _Reader(body)
+                for _ in range(reader.u32()):
+                    name = reader.string().decode("utf-8", "surrogateescape")
+                    reader.string()  # long name
+                    reader.attrs()
+                    if name not in (".", ".."):
+                        names.append(name)
+        finally:
+            with contextlib.suppress(SftpStatus):
+                self.close_handle(handle, path)
 
     def mkdir(self, path: str) -> None:
         self._request(_MKDIR, _path(path) + _DIR_MODE, "mkdir", path)

@@ -26,12 +26,17 @@ def staged_outputs_present(manifest: Manifest) -> bool:
         return False
 
 
-def _check_staged(manifest: Manifest) -> None:
+def _check_staged(manifest: Manifest, *, contents: bool = True) -> None:
+    """Staged outputs gone or changed since the run: ``staged_missing`` (the model runs again).
+
+    ``contents=False`` checks presence and sizes only: before an upload, whose backend hashes
+    every byte it sends and refuses a mismatch; after a failed upload the full check tells a
+    changed staged file (rerun) from a storage failure (retry the archival)."""
     scratch = Path(manifest.scratch_dir)
     for staged in manifest.files:
         path = scratch / staged.source
         try:
-            size, digest = sha256_file(path)
+            size, digest = sha256_file(path) if contents else (path.stat().st_size, staged.sha256)
         except OSError:
             raise StorageFailed(manifest.job_id, f"staged output {path} is gone", staged_missing=True) from None
         if (size, digest) != (staged.size, staged.sha256):
@@ -81,9 +86,16 @@ def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> 
         except Exception as exc:  # noqa: BLE001 - reported through the future, recorded by the driver
             raise StorageFailed(manifest.job_id, f"ledger unavailable before archiving: {type(exc).__name__}") from None
         try:
-            _check_staged(manifest)
+            _check_staged(manifest, contents=False)
+            earlier = ledger.archive_attempts(manifest.job_id) > 1
             with task_storage(settings) as storage:
-                stored = upload(storage, manifest)
+                try:
+                    if earlier:  # an earlier try may have been cut off mid-file: leave no temporary behind
+                        storage.remove_temporaries([f.target for f in manifest.files])
+                    stored = upload(storage, manifest)
+                except StorageError:
+                    _check_staged(manifest)  # a staged file changed since the run: StorageFailed, rerun
+                    raise
         except StorageFailed as exc:
             ledger.fail_archive(manifest.job_id, attempt_id, exc.reason)
             raise

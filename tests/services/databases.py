@@ -202,3 +202,56 @@ def start_server(kind: str) -> DatabaseServer:
 def remove_server(server: DatabaseServer) -> None:
     server.stop()
     shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie holds no port and no files)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def crash_server(server: DatabaseServer) -> None:
+    """SIGKILL the server and every process it forked (no shutdown, in-flight commits cut); wait until gone.
+
+    ``server.start()`` brings it back on the same port (the database recovers from its logs).
+    """
+    if server.pid is None:
+        return
+    pids = [server.pid, *_descendants(server.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if server._process is not None:
+        server._process.wait(timeout=30)
+        server._process = None
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if server.kind == "postgresql":
+        (server.directory / "data" / "postmaster.pid").unlink(missing_ok=True)
+    server.pid = None
