@@ -448,14 +448,27 @@ def test_sqlite_lock_storm(tmp_path: Path, null_home: Path) -> None:
 # ---- worker and scratch faults (LocalCluster) -------------------------------------------------------
 
 
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def test_worker_killed_mid_model(tmp_path: Path, null_home: Path) -> None:
     """SIGKILL of the Dask worker process running a model: the model runs again elsewhere, once."""
     home = slow_null_home(tmp_path, null_home, 3)
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home))
     driver = _start_run(config)
     steps = _wait(lambda: kosma_processes(tmp_path / "scratch"), 120, "a model running", driver)
-    _pid, worker, victim_dir = steps[0]
+    step, worker, victim_dir = steps[0]
     os.kill(worker, signal.SIGKILL)
+    # The killed worker's KOSMA-tau step dies with it (parent-death signal), long before its 3 s are up.
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline and _alive(step):
+        time.sleep(0.05)
+    assert not _alive(step), "the killed worker's KOSMA-tau step still runs"
     code, output = _finish(driver)
     assert code == 0, output
     summary = assert_consistent(config, models=MODELS)

@@ -8,6 +8,7 @@ and inputs. Returns the manifest of staged outputs; the archival is a separate t
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import os
 import shutil
@@ -55,11 +56,32 @@ def _last_line(path: Path) -> str:
     return lines[-1][:200] if lines else ""
 
 
+@functools.cache
+def _die_with_worker_prefix() -> tuple[str, ...]:
+    """``setpriv --pdeathsig KILL --`` where util-linux's setpriv supports it, else nothing.
+
+    A step runs in its own session (so a timeout can kill its group), which also means a worker
+    killed with SIGKILL would leave it running for hours, unowned, while the model is redone
+    elsewhere. The parent-death signal kills it with the worker thread that waits for it.
+    (setpriv instead of a preexec_fn: that is unsafe in a process with threads, as a worker is.)
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    try:
+        probe = subprocess.run([setpriv, "--pdeathsig", "KILL", "--", "true"], capture_output=True, timeout=10,
+                               check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--") if probe.returncode == 0 else ()
+
+
 def _run_step(argv: list[str], cwd: Path, log: Path, timeout: float, label: str) -> int:
     """Run one executable with its output in ``log``; kill its whole process group on timeout."""
     with log.open("ab") as out:
         process = subprocess.Popen(
-            argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            [*_die_with_worker_prefix(), *argv], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
     timed_out = threading.Event()
 
