@@ -307,6 +307,20 @@ def test_permission_denied_mid_run(
     assert set(summary["model_runs"].values()) == {1}  # only archivals were retried
 
 
+def _remount_read_only(directory: Path) -> None:
+    """A file open for writing (an upload in progress) makes the remount EBUSY: try again shortly."""
+    deadline = time.monotonic() + 30
+    while True:
+        done = subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], capture_output=True, text=True,
+                              timeout=30, check=False)
+        if done.returncode == 0:
+            return
+        if "busy" not in done.stderr or time.monotonic() > deadline:
+            _mount("-o", "remount,ro,bind", str(directory))  # reports the refusal as the scenario requires
+            return
+        time.sleep(0.02)
+
+
 def test_read_only_archive_mid_run(tmp_path: Path, null_home: Path) -> None:
     """After the first archived model the archive becomes a read-only bind mount (EROFS)."""
     home = slow_null_home(tmp_path, null_home, 1.5)
@@ -322,7 +336,7 @@ def test_read_only_archive_mid_run(tmp_path: Path, null_home: Path) -> None:
               driver)
         _mount("--bind", str(archive), str(archive))
         mounted = True
-        _mount("-o", "remount,ro,bind", str(archive))
+        _remount_read_only(archive)
         code, output = _finish(driver)
         assert code == 1, output
         report = _report(config)
