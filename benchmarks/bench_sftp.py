@@ -247,8 +247,7 @@ def main() -> None:
             known_hosts = server.write_known_hosts(work / "known_hosts")
             with contextlib.closing(SftpStorage(storage_config(server, server.port, known_hosts, work))) as probe:
                 probe.stat("probe")
-                transport = probe._transport
-                cipher = transport.local_cipher if transport is not None else None
+                cipher = probe.cipher
             result = {
                 "machine": {
                     "cpus": os.cpu_count(),

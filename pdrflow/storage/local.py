@@ -47,6 +47,11 @@ def _describe(exc: OSError) -> str:
     return f"{exc.strerror or exc.__class__.__name__} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
 
 
+def _os_failure(what: str, exc: OSError) -> StorageError:
+    """``what`` failed because of ``exc``; transient when a retry may cure it."""
+    return StorageError(f"{what}: {_describe(exc)}", transient=exc.errno in _TRANSIENT_ERRNOS)
+
+
 class LocalStorage(Storage):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -79,10 +84,7 @@ class LocalStorage(Storage):
             os.replace(temporary, target)
             self._fsync_dir(target.parent)
         except OSError as exc:
-            raise StorageError(
-                f"cannot write {path} under {self.root}: {_describe(exc)}",
-                transient=exc.errno in _TRANSIENT_ERRNOS,
-            ) from None
+            raise _os_failure(f"cannot write {path} under {self.root}", exc) from None
         finally:
             with contextlib.suppress(OSError):  # after a failure; after success it is gone already
                 temporary.unlink()
@@ -150,10 +152,7 @@ class LocalStorage(Storage):
             for directory in {target.parent for _, target, _ in written}:
                 self._fsync_dir(directory)  # the renames are durable too
         except OSError as exc:
-            raise StorageError(
-                f"cannot write {current} under {self.root}: {_describe(exc)}",
-                transient=exc.errno in _TRANSIENT_ERRNOS,
-            ) from None
+            raise _os_failure(f"cannot write {current} under {self.root}", exc) from None
         finally:
             for temporary, _, fd in written:  # after a failure; after success they are gone already
                 if fd >= 0:
@@ -171,8 +170,7 @@ class LocalStorage(Storage):
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as exc:
-                raise StorageError(f"cannot list {directory} under {self.root}: {_describe(exc)}",
-                                   transient=exc.errno in _TRANSIENT_ERRNOS) from None
+                raise _os_failure(f"cannot list {directory} under {self.root}", exc) from None
             for name in entries:
                 if is_temporary_of(name, prefixes):
                     with contextlib.suppress(FileNotFoundError):
@@ -214,8 +212,7 @@ class LocalStorage(Storage):
         except (FileNotFoundError, NotADirectoryError):
             raise StorageError(f"{path} does not exist under {self.root}") from None
         except OSError as exc:
-            raise StorageError(f"cannot read {path}: {_describe(exc)}",
-                               transient=exc.errno in _TRANSIENT_ERRNOS) from None
+            raise _os_failure(f"cannot read {path}", exc) from None
         partial = local.parent / f".{local.name}.pdrflow-{uuid.uuid4().hex}.part"
         try:
             with reader, partial.open("xb") as writer:
@@ -224,8 +221,7 @@ class LocalStorage(Storage):
                     sink.write(chunk)
             os.replace(partial, local)
         except OSError as exc:
-            raise StorageError(f"cannot copy {path} from {self.root} to {local}: {_describe(exc)}",
-                               transient=exc.errno in _TRANSIENT_ERRNOS) from None
+            raise _os_failure(f"cannot copy {path} from {self.root} to {local}", exc) from None
         finally:
             with contextlib.suppress(OSError):  # after a failure; after success it is gone already
                 partial.unlink()

@@ -1,9 +1,8 @@
 """Archive to a server over SFTP: strict host keys, atomic verified uploads, one reused connection.
 
-One :class:`SftpStorage` holds one SSH connection (opened lazily, reopened transparently
-after a drop) and a pool of SFTP channels on it; it is thread-safe and meant to live as
-long as its worker process. At most ``files_in_flight`` channels are busy at once (keep
-it at or below the server's ``MaxSessions``, 10 by default in OpenSSH).
+One :class:`SftpStorage` holds one SSH connection and a pool of SFTP channels on it
+(:mod:`.sftp_pool`: opened lazily, reopened after a drop, at most ``files_in_flight`` busy
+channels); it is thread-safe and meant to live as long as its worker process.
 
 Upload of one file (``put``):
 
@@ -21,17 +20,10 @@ Upload of one file (``put``):
 A partial file that a cut connection left behind is removed by the next upload through the
 same instance (it is only ever a hidden ``.pdrflow-*.part`` name, never the final path).
 
-Failures raise :class:`StorageError`. Network trouble (refused, reset, timeout, server
-restart) is ``transient`` and retried here with bounded exponential backoff (tenacity),
-reconnecting each time; the rest fails at once with the reason:
-
-- SFTP status "permission denied" -> "permission denied <doing> <path> on <host:port>";
-- OpenSSH reports ENOSPC, EDQUOT, EROFS, EIO ... all as the generic SSH_FX_FAILURE, so
-  after a failed write, fsync, close or mkdir the server's file system is examined with
-  ``statvfs@openssh.com`` (before the partial file is removed): no free blocks or inodes
-  -> "no space left on device", read-only flag -> "read-only file system"; otherwise the
-  generic failure is reported as such (persistent);
-- authentication and host-key failures (from :mod:`.sftp_connect`).
+Failures raise :class:`StorageError`. Network trouble is ``transient`` and retried here with
+bounded exponential backoff, reconnecting each time (:mod:`.sftp_pool`); the rest fails at
+once with the reason: an SFTP error status, with disk full and read-only file systems told
+apart (:mod:`.sftp_errors`), or an authentication or host-key failure (:mod:`.sftp_connect`).
 """
 
 from __future__ import annotations
@@ -42,14 +34,11 @@ import os
 import posixpath
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import BinaryIO, TypeVar
 
 import paramiko
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
-from tenacity.wait import wait_exponential_jitter
 
 from ..config import SftpStorageConfig
 from .base import (
@@ -61,82 +50,21 @@ from .base import (
     is_temporary_of,
     temporary_names,
 )
-from .sftp_connect import Endpoint, open_transport, resolve_endpoint
+from .sftp_connect import Endpoint, resolve_endpoint
+from .sftp_errors import CheckedReader, CheckedWriter, LocalFileError, local_file_errors, status_error
+from .sftp_pool import SftpChannelPool
 from .sftp_protocol import (
-    FX_FAILURE,
     FX_NO_SUCH_FILE,
-    FX_PERMISSION_DENIED,
     O_CREAT,
     O_EXCL,
     O_WRITE,
-    STATUS_NAMES,
     Attrs,
     BackgroundFlush,
-    SftpProtocolError,
     SftpSession,
     SftpStatus,
 )
 
 log = logging.getLogger("pdrflow.storage.sftp")
-T = TypeVar("T")
-
-#: Bounded retry of transient failures inside one call (the driver resubmits after that).
-RETRY_ATTEMPTS = 4
-RETRY_INITIAL = 0.5
-RETRY_MAX = 8.0
-
-# Raised by the network or the SSH layer: the connection is suspect, retrying may help.
-_NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException, SftpProtocolError)
-
-_DOING = {
-    "open": "creating",
-    "write": "writing",
-    "fsync": "writing",
-    "fstat": "writing",
-    "close": "writing",
-    "mkdir": "creating directory",
-    "rename": "renaming onto",
-    "remove": "removing",
-    "stat": "looking up",
-    "read": "reading",
-    "statvfs": "checking free space of",
-}
-
-
-class _LocalWriteError(Exception):
-    """Writing the fetched copy on the local disk failed (not a storage or network problem)."""
-
-
-class _CheckedWriter:
-    """Wraps the local copy so that its write errors are not mistaken for network errors."""
-
-    def __init__(self, sink: HashingSink, path: Path) -> None:
-        self.sink = sink
-        self._path = path
-
-    def write(self, data: bytes) -> int:
-        try:
-            return self.sink.write(data)
-        except OSError as exc:
-            raise _LocalWriteError(f"cannot write {self._path}: {exc.strerror or exc}") from None
-
-
-class _LocalReadError(Exception):
-    """Reading the staged local file failed (not a storage or network problem)."""
-
-
-class _CheckedReader:
-    """Wraps the local file so that its read errors are not mistaken for network errors."""
-
-    def __init__(self, stream: BinaryIO, path: Path) -> None:
-        self._stream = stream
-        self._path = path
-
-    def read(self, size: int) -> bytes:
-        try:
-            return self._stream.read(size)
-        except OSError as exc:
-            raise _LocalReadError(f"cannot read staged file {self._path}: {exc.strerror or exc}") from None
 
 
 class SftpStorage(Storage):
@@ -147,13 +75,10 @@ class SftpStorage(Storage):
             raise StorageError(f"storage.root must be an absolute path on the server, got {config.root!r}")
         self.root = root
         self._endpoint: Endpoint = resolve_endpoint(config)
-        self.description = f"sftp://{self._endpoint.username}@{self._endpoint.address}{root}"
-        self._lock = threading.Lock()  # guards the fields below and (re)connecting
-        self._transport: paramiko.Transport | None = None
-        self._generation = 0  # bumped per connection: stale sessions are never reused
-        self._idle: list[tuple[int, SftpSession]] = []
-        self._known_dirs: set[str] = set()
-        self._slots = threading.BoundedSemaphore(config.files_in_flight)
+        self._address = self._endpoint.address
+        self.description = f"sftp://{self._endpoint.username}@{self._address}{root}"
+        self._channels = SftpChannelPool(config, self._endpoint)
+        self._lock = threading.Lock()  # guards the fields below
         self._orphans: set[str] = set()  # partial files left by uploads cut off mid-transfer
         self._pool: ThreadPoolExecutor | None = None  # for put_many, created on first use
 
@@ -169,168 +94,22 @@ class SftpStorage(Storage):
     def __repr__(self) -> str:
         return f"SftpStorage({self.description})"
 
-    # ---- connection and channel pool -------------------------------------------------
-
-    def _connect(self) -> tuple[int, paramiko.Transport]:
-        """The live transport (connecting if needed); call with the lock held."""
-        if self._transport is None or not self._transport.is_active():
-            if self._transport is not None:
-                self._drop_locked()
-            password = self.config.password.get_secret_value() if self.config.password else None
-            self._transport = open_transport(
-                self._endpoint, password, self.config.connect_timeout, self.config.operation_timeout
-            )
-            self._generation += 1
-        return self._generation, self._transport
-
-    def _drop_locked(self) -> None:
-        for _, session in self._idle:
-            session.close()
-        self._idle.clear()
-        self._known_dirs.clear()
-        if self._transport is not None:
-            with contextlib.suppress(Exception):  # it may be dead already
-                self._transport.close()
-        self._transport = None
-
-    def _discard(self, generation: int) -> None:
-        """Forget a connection that failed (unless another thread already replaced it)."""
-        with self._lock:
-            if generation == self._generation and self._transport is not None:
-                log.info("dropping the connection to %s after a failure", self._endpoint.address)
-                self._drop_locked()
-
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[SftpSession]:
-        """An SFTP channel for this thread; network errors become transient StorageErrors."""
-        if not self._slots.acquire(timeout=self.config.operation_timeout * RETRY_ATTEMPTS):
-            raise StorageError(f"no free SFTP channel to {self._endpoint.address} in time", transient=True)
-        with self._checked_out() as session:
-            yield session
-
-    @contextlib.contextmanager
-    def _spare_session(self) -> Iterator[SftpSession | None]:
-        """A second channel if one of the ``files_in_flight`` is free right now, else None (never waits)."""
-        if not self._slots.acquire(blocking=False):
-            yield None
-            return
-        with self._checked_out() as session:
-            yield session
-
-    @contextlib.contextmanager
-    def _checked_out(self) -> Iterator[SftpSession]:
-        """A channel from the pool (or a new one); the caller holds a slot, released here."""
-        generation = -1
-        session: SftpSession | None = None
-        try:
-            with self._lock:
-                generation, transport = self._connect()
-                while self._idle and session is None:
-                    idle_generation, candidate = self._idle.pop()
-                    if idle_generation == generation and not candidate.closed:
-                        session = candidate
-                    else:
-                        candidate.close()
-            if session is None:
-                session = SftpSession(transport, self.config.operation_timeout)
-            yield session
-        except _NETWORK_ERRORS as exc:
-            if session is not None:
-                session.close()
-                session = None
-            if generation >= 0:
-                self._discard(generation)
-            raise self._network_error(exc) from None
-        except (SftpStatus, StorageError):
-            raise  # the server answered: the channel is in a clean state and can be reused
-        except BaseException:
-            # Anything else may have left unread responses on the channel.
-            if session is not None:
-                session.close()
-                session = None
-            raise
-        finally:
-            if session is not None:
-                with self._lock:
-                    if generation == self._generation and not session.closed:
-                        self._idle.append((generation, session))
-                    else:
-                        session.close()
-            self._slots.release()
-
-    def _network_error(self, exc: BaseException) -> StorageError:
-        if isinstance(exc, StorageError):
-            return exc
-        if isinstance(exc, TimeoutError):
-            what = f"no answer within {self.config.operation_timeout:g} s"
-        elif isinstance(exc, ConnectionError | EOFError):
-            what = "connection lost"
-        else:
-            what = str(exc) or type(exc).__name__
-        return StorageError(f"SFTP connection to {self._endpoint.address} failed: {what}", transient=True)
-
-    def _retrying(self, operation: Callable[[], T], what: str) -> T:
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning("%s: %s; retrying (attempt %d of %d)", what, exc, state.attempt_number + 1, RETRY_ATTEMPTS)
-
-        retrying = Retrying(
-            retry=retry_if_exception(lambda exc: isinstance(exc, StorageError) and exc.transient),
-            stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(self.config.operation_timeout),
-            wait=wait_exponential_jitter(multiplier=RETRY_INITIAL, max=RETRY_MAX, jitter=RETRY_INITIAL / 2),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return retrying(operation)
+    @property
+    def cipher(self) -> str | None:
+        """The negotiated cipher of the open connection (benchmarks report it), None when none is open."""
+        transport = self._channels.transport
+        return transport.local_cipher if transport is not None else None
 
     def close(self) -> None:
         """Close the connection and the upload threads; a later call reopens them (closing early is harmless)."""
+        self._channels.close()
         with self._lock:
-            self._drop_locked()
-            self._generation += 1
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    # ---- paths and errors ------------------------------------------------------------
-
     def _remote(self, path: str) -> str:
         return posixpath.join(self.root, check_relative_path(path))
-
-    def _status_error(
-        self, exc: SftpStatus, session: SftpSession | None, needed: int = 0, shown: str | None = None
-    ) -> StorageError:
-        """A clear message for an error status; ``shown`` replaces a temporary name by the final one."""
-        doing = _DOING.get(exc.operation, exc.operation)
-        where = f"{shown or exc.path} on {self._endpoint.address}"
-        if exc.code == FX_PERMISSION_DENIED:
-            return StorageError(f"permission denied {doing} {where}")
-        if exc.code == FX_NO_SUCH_FILE:
-            return StorageError(f"no such file or directory {doing} {where}")
-        if exc.code == FX_FAILURE and session is not None:
-            reason = self._diagnose_failure(session, posixpath.dirname(exc.path), needed)
-            if reason:
-                return StorageError(f"{reason} {doing} {where}")
-        name = STATUS_NAMES.get(exc.code, f"status {exc.code}")
-        detail = f": {exc.server_message}" if exc.server_message and exc.server_message.lower() != name else ""
-        return StorageError(f"server reported {name}{detail} {doing} {where}")
-
-    @staticmethod
-    def _diagnose_failure(session: SftpSession, directory: str, needed: int) -> str | None:
-        """Why a generic SSH_FX_FAILURE happened, judged from the file system's state."""
-        try:
-            vfs = session.statvfs(directory)
-        except (SftpStatus, *_NETWORK_ERRORS):
-            return None
-        if vfs is None:
-            return None
-        if vfs.read_only:
-            return "read-only file system"
-        if vfs.files_available == 0:
-            return "no space left on device (no free inodes)"
-        if vfs.bytes_available < max(needed, 1) or vfs.bytes_available < vfs.block_size:
-            return f"no space left on device ({vfs.bytes_available} bytes free, {needed} needed)"
-        return None
 
     # ---- operations ------------------------------------------------------------------
 
@@ -338,36 +117,36 @@ class SftpStorage(Storage):
         remote = self._remote(path)
 
         def once() -> int | None:
-            with self._session() as session:
+            with self._channels.session() as session:
                 try:
                     attrs = session.stat(remote)
                 except SftpStatus as exc:
-                    raise self._status_error(exc, None) from None
+                    raise status_error(exc, self._address) from None
             return None if attrs is None else attrs.size
 
-        return self._retrying(once, f"stat of {remote}")
+        return self._channels.retrying(once, f"stat of {remote}")
 
     def checksum(self, path: str) -> str | None:
         remote = self._remote(path)
 
         def once() -> str | None:
-            with self._session() as session:
+            with self._channels.session() as session:
                 try:
                     result = session.sha256(remote)
                 except SftpStatus as exc:
-                    raise self._status_error(exc, None) from None
+                    raise status_error(exc, self._address) from None
             return None if result is None else result[1]
 
-        return self._retrying(once, f"checksum of {remote}")
+        return self._channels.retrying(once, f"checksum of {remote}")
 
     def put(self, local: Path, path: str, *, size: int, sha256: str) -> StoredFile:
         remote = self._remote(path)
 
         def once() -> StoredFile:
-            with self._session() as session:
+            with self._channels.session() as session:
                 return self._put_once(session, local, remote, path, size, sha256)
 
-        return self._retrying(once, f"upload of {remote}")
+        return self._channels.retrying(once, f"upload of {remote}")
 
     def put_many(self, items: Sequence[tuple[Path, str, int, str]]) -> list[StoredFile]:
         """Upload several files, up to ``files_in_flight`` at once; results in input order.
@@ -391,7 +170,7 @@ class SftpStorage(Storage):
             if not future.cancelled() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
         if any(future.cancelled() for future in futures):
-            raise StorageError(f"uploads to {self._endpoint.address} cancelled: the storage was closed", transient=True)
+            raise StorageError(f"uploads to {self._address} cancelled: the storage was closed", transient=True)
         return [future.result() for future in futures]
 
     def remove_temporaries(self, paths: Sequence[str]) -> int:
@@ -399,7 +178,7 @@ class SftpStorage(Storage):
 
         def once() -> int:
             removed = 0
-            with self._session() as session:
+            with self._channels.session() as session:
                 for directory, prefixes in temporary_names(paths).items():
                     remote = self._remote(directory)
                     try:
@@ -407,13 +186,13 @@ class SftpStorage(Storage):
                     except SftpStatus as exc:
                         if exc.code == FX_NO_SUCH_FILE:
                             continue
-                        raise self._status_error(exc, session, 0) from None
+                        raise status_error(exc, self._address, session, 0) from None
                     for name in entries:
                         if is_temporary_of(name, prefixes):
                             removed += self._remove_quietly(session, posixpath.join(remote, name))
             return removed
 
-        return self._retrying(once, "removal of partial uploads")
+        return self._channels.retrying(once, "removal of partial uploads")
 
     def _executor(self) -> ThreadPoolExecutor:
         """One long-lived pool per instance (threads are not created per call).
@@ -429,6 +208,8 @@ class SftpStorage(Storage):
                 )
             return self._pool
 
+    # ---- one upload ------------------------------------------------------------------
+
     def _put_once(
         self, session: SftpSession, local: Path, remote: str, path: str, size: int, sha256: str
     ) -> StoredFile:
@@ -437,13 +218,13 @@ class SftpStorage(Storage):
             self._remove_orphans(session)
             existing = session.stat(remote)
             if existing is not None and existing.is_dir:
-                raise StorageError(f"{remote} on {self._endpoint.address} is a directory")
+                raise StorageError(f"{remote} on {self._address} is a directory")
             if existing is not None and existing.size == size and session.sha256(remote) == (size, sha256):
                 log.debug("%s already archived with the same sha256", remote)
                 return StoredFile(path, size, sha256)
             self._ensure_dir(session, directory)
         except SftpStatus as exc:
-            raise self._status_error(exc, session, size) from None
+            raise status_error(exc, self._address, session, size) from None
         try:
             source = local.open("rb")
         except OSError as exc:
@@ -454,9 +235,9 @@ class SftpStorage(Storage):
             try:
                 handle = session.open(temporary, O_WRITE | O_CREAT | O_EXCL)
             except SftpStatus as exc:
-                raise self._status_error(exc, session, size, remote) from None
+                raise status_error(exc, self._address, session, size, remote) from None
             try:
-                written, digest, attrs = self._upload(session, handle, _CheckedReader(source, local), temporary, size)
+                written, digest, attrs = self._upload(session, handle, CheckedReader(source, local), temporary, size)
                 if written != size or digest != sha256:
                     raise StorageError(
                         f"{path}: staged file {local} changed while archiving (expected {size} bytes sha256 "
@@ -464,16 +245,16 @@ class SftpStorage(Storage):
                     )
                 if attrs.size is not None and attrs.size != written:
                     raise StorageError(
-                        f"{remote} on {self._endpoint.address}: the server has {attrs.size} bytes after {written} "
-                        "were written"
+                        f"{remote} on {self._address}: the server has {attrs.size} bytes after {written} were written"
                     )
                 self._rename(session, temporary, remote)
                 settled = True
             except SftpStatus as exc:
-                error = self._status_error(exc, session, size, remote)  # before removing: statvfs sees the full disk
+                # Diagnosed before removing: statvfs must still see the full disk.
+                error = status_error(exc, self._address, session, size, remote)
                 settled = self._remove_quietly(session, temporary)
                 raise error from None
-            except (StorageError, _LocalReadError) as exc:
+            except (StorageError, LocalFileError) as exc:
                 settled = self._remove_quietly(session, temporary)
                 raise exc if isinstance(exc, StorageError) else StorageError(str(exc)) from None
             finally:
@@ -484,12 +265,12 @@ class SftpStorage(Storage):
         return StoredFile(path, size, sha256)
 
     def _upload(
-        self, session: SftpSession, handle: bytes, source: _CheckedReader, temporary: str, size: int
+        self, session: SftpSession, handle: bytes, source: CheckedReader, temporary: str, size: int
     ) -> tuple[int, str, Attrs]:
         """Stream the file; a large one is flushed to the server's disk from a spare channel meanwhile."""
         if not session.use_fsync or size < 2 * BackgroundFlush.EVERY:
             return session.upload(handle, source, temporary)
-        with self._spare_session() as helper:
+        with self._channels.spare_session() as helper:
             flusher = None
             if helper is not None:
                 with contextlib.suppress(SftpStatus):  # no flushing alongside, then: the final fsync does it all
@@ -542,7 +323,7 @@ class SftpStorage(Storage):
 
     def _ensure_dir(self, session: SftpSession, directory: str) -> None:
         """mkdir -p, remembering what exists (the cache is per connection)."""
-        if directory in self._known_dirs or directory == "/":
+        if self._channels.knows_dir(directory) or directory == "/":
             return
         attrs = session.stat(directory)
         if attrs is None:
@@ -555,9 +336,8 @@ class SftpStorage(Storage):
                 if attrs is None or not attrs.is_dir:
                     raise
         elif not attrs.is_dir:
-            raise StorageError(f"{directory} on {self._endpoint.address} exists and is not a directory")
-        with self._lock:
-            self._known_dirs.add(directory)
+            raise StorageError(f"{directory} on {self._address} exists and is not a directory")
+        self._channels.remember_dir(directory)
 
     # ---- reading back ----------------------------------------------------------------
 
@@ -566,43 +346,37 @@ class SftpStorage(Storage):
         remote = self._remote(path)
 
         def once() -> StoredFile:
-            if not self._slots.acquire(timeout=self.config.operation_timeout * RETRY_ATTEMPTS):
-                raise StorageError(f"no free SFTP channel to {self._endpoint.address} in time", transient=True)
-            generation = -1
             partial = local.parent / f".{local.name}.pdrflow-{uuid.uuid4().hex}.part"
             try:
-                with self._lock:
-                    generation, transport = self._connect()
-                client = paramiko.SFTPClient.from_transport(transport)
-                if client is None:
-                    raise paramiko.SSHException("the server refused an SFTP channel")
-                try:
-                    client.get_channel().settimeout(self.config.operation_timeout)
+                with self._channels.connection() as transport:
+                    # These OSErrors are no network trouble: caught here, before the pool sees them.
                     try:
-                        stream = partial.open("xb")
-                    except OSError as exc:
-                        raise _LocalWriteError(f"cannot create {partial}: {exc.strerror or exc}") from None
-                    with stream:
-                        writer = _CheckedWriter(HashingSink(stream), partial)
-                        client.getfo(remote, writer)
-                finally:
-                    client.close()
-                os.replace(partial, local)
-                return StoredFile(path, writer.sink.size, writer.sink.sha256)
-            except FileNotFoundError:  # paramiko's SSH_FX_NO_SUCH_FILE (before the network catch-all)
-                where = f"{remote} on {self._endpoint.address}"
-                raise StorageError(f"no such file or directory reading {where}") from None
-            except PermissionError:
-                raise StorageError(f"permission denied reading {remote} on {self._endpoint.address}") from None
-            except _LocalWriteError as exc:
-                raise StorageError(str(exc)) from None
-            except _NETWORK_ERRORS as exc:
-                if generation >= 0:
-                    self._discard(generation)
-                raise self._network_error(exc) from None
+                        sink = self._download(transport, remote, partial)
+                        os.replace(partial, local)
+                    except FileNotFoundError:  # paramiko's SSH_FX_NO_SUCH_FILE
+                        raise StorageError(f"no such file or directory reading {remote} on {self._address}") from None
+                    except PermissionError:
+                        raise StorageError(f"permission denied reading {remote} on {self._address}") from None
+                    except LocalFileError as exc:
+                        raise StorageError(str(exc)) from None
             finally:
                 with contextlib.suppress(OSError):  # after a failure; after success it is gone already
                     partial.unlink()
-                self._slots.release()
+            return StoredFile(path, sink.size, sink.sha256)
 
-        return self._retrying(once, f"download of {remote}")
+        return self._channels.retrying(once, f"download of {remote}")
+
+    def _download(self, transport: paramiko.Transport, remote: str, partial: Path) -> HashingSink:
+        client = paramiko.SFTPClient.from_transport(transport)
+        if client is None:
+            raise paramiko.SSHException("the server refused an SFTP channel")
+        try:
+            client.get_channel().settimeout(self.config.operation_timeout)
+            with local_file_errors(f"cannot create {partial}"):
+                stream = partial.open("xb")
+            with stream:
+                writer = CheckedWriter(stream, partial)
+                client.getfo(remote, writer)
+        finally:
+            client.close()
+        return writer.sink
