@@ -240,12 +240,9 @@ class Grid:
             return archive.model_outputs(job)
 
     def _open_ledger(self, patience: float = 20.0) -> Any:
-        from .ledger import Ledger
+        from .ledger.open import open_ledger
 
-        url = self.config.database.sqlalchemy_url()
-        if url.drivername.startswith("sqlite") and url.database:
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        return Ledger(url, patience=patience)
+        return open_ledger(self.config.database, patience=patience)
 
 
 # Runs still going at interpreter exit are stopped before Python tears threads down; a weak set,

@@ -46,26 +46,10 @@ def _ledger_exists(config: Config) -> bool:
     return not url.drivername.startswith("sqlite") or (url.database is not None and Path(url.database).exists())
 
 
-def _database_error(config: Config, exc: Exception) -> LedgerError:
-    """One line naming the database (password hidden) and the driver's first line of reason."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    where = config.database.sqlalchemy_url().render_as_string(hide_password=True)
-    return LedgerError(f"database: cannot open the ledger at {where}: {reason[0] if reason else type(exc).__name__}")
-
-
 def _open_ledger(config: Config, patience: float = 20.0) -> Ledger:
-    from sqlalchemy.exc import DBAPIError
+    from .ledger.open import open_ledger  # SQLAlchemy costs ~0.5 s to import: only commands that need it pay
 
-    from .ledger import Ledger  # SQLAlchemy costs ~0.5 s to import: only commands that need it pay
-
-    if config.database.sqlalchemy_url().drivername.startswith("sqlite"):
-        database = config.database.sqlalchemy_url().database
-        if database:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return Ledger(config.database.sqlalchemy_url(), patience=patience)
-    except DBAPIError as exc:  # refused, unknown host, wrong password, unreadable file: nothing ran
-        raise _database_error(config, exc) from None
+    return open_ledger(config.database, patience=patience)
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -282,13 +266,14 @@ def cmd_db(config: Config, args: argparse.Namespace, console: Console) -> int:
 
     from .ledger.ledger import make_engine
     from .ledger.migrate import SCHEMA_REVISION, current_revision, upgrade
+    from .ledger.open import database_error
 
     engine = make_engine(config.database.sqlalchemy_url())
     try:
         try:
             before = current_revision(engine)
         except DBAPIError as exc:
-            raise _database_error(config, exc) from None
+            raise database_error(config.database, exc) from None
         if args.action == "upgrade":
             upgrade(engine)
             console.print(f"ledger schema: {before or 'empty'} -> {current_revision(engine)}")

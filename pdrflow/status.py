@@ -149,6 +149,7 @@ def _run_queries(database: DatabaseConfig, grid: str, queries: tuple[str, ...]) 
 
     from .ledger.ledger import make_engine
     from .ledger.migrate import ensure_schema
+    from .ledger.open import database_error
 
     url = database.sqlalchemy_url()
     engine = make_engine(url)
@@ -157,9 +158,7 @@ def _run_queries(database: DatabaseConfig, grid: str, queries: tuple[str, ...]) 
         with engine.connect() as connection:
             return [[tuple(row) for row in connection.execute(text(sql), params)] for sql in queries]
     except DBAPIError as exc:  # refused, unknown host, wrong password: one line, password hidden
-        reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LedgerError(f"database: cannot read the ledger at {url.render_as_string(hide_password=True)}: "
-                          f"{reason}") from None
+        raise database_error(database, exc, doing="read") from None
     finally:
         engine.dispose()
 
