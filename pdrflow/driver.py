@@ -34,7 +34,7 @@ from .ledger.lease import GridLease
 from .tasks.archive import archive_job
 from .tasks.resources import WorkerResources, kill_running_models
 from .tasks.run import run_model
-from .tasks.types import Manifest, ModelJob, RunSettings
+from .tasks.types import ArchiveResult, Manifest, ModelJob, RunSettings
 
 log = logging.getLogger("pdrflow")
 
@@ -196,7 +196,7 @@ class Driver:
             future.cancel()
         try:
             cluster.client.run(kill_running_models, wait=True, on_error="ignore")
-        except Exception:  # noqa: BLE001 - best effort while shutting down
+        except Exception:  # best effort while shutting down
             log.debug("could not reach every worker to stop its models", exc_info=True)
 
     def _first_action(self, job: JobRef) -> tuple[Action, int]:
@@ -261,6 +261,7 @@ class Driver:
     def _submit(self, cluster: ClusterHandle, action: Action, job_id: int, manifest: Manifest | None = None) -> None:
         job = self._jobs[job_id]
         settings = self.plan.settings
+        future: Future[Manifest] | Future[ArchiveResult]
         if action is Action.RUN:
             self.outcome.model_runs += 1
             future = cluster.client.submit(
@@ -270,7 +271,7 @@ class Driver:
         else:
             self.outcome.archive_attempts += 1
             staged: Manifest | tuple[int, str] = manifest or (job_id, self._staged_dir(job_id))
-            pin = {} if cluster.shared_scratch or manifest is None or manifest.worker is None else {
+            pin: dict[str, Any] = {} if cluster.shared_scratch or manifest is None or manifest.worker is None else {
                 "workers": [manifest.worker], "allow_other_workers": False}
             future = cluster.client.submit(
                 archive_job, staged, settings, key=f"archive-{job.name}-{job_id}-{self.outcome.archive_attempts}",

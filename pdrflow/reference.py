@@ -130,8 +130,8 @@ def render() -> str:
            "`pdrflow/pdrflow.yaml`, which `~/.config/dask/pdrflow.yaml` or `PDRFLOW__SECTION__KEY` environment",
            "variables override, as for any dask setting). Unknown keys are refused with a suggestion.",
            "Relative paths are relative to the config file. Passwords are never keys: the database password",
-           f"comes from `{config_module.DB_PASSWORD_ENV[0]}`, the SFTP password from "
-           f"`{config_module.SFTP_PASSWORD_ENV[0]}`.", ""]
+           (f"comes from `{config_module.DB_PASSWORD_ENV[0]}`, the SFTP password from "
+            f"`{config_module.SFTP_PASSWORD_ENV[0]}`."), ""]
     for heading, path, model in SECTIONS:
         notes = source_comments(model)
         doc = inspect.cleandoc(model.__dict__.get("__doc__") or "")  # its own, not an inherited one

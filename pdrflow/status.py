@@ -134,11 +134,11 @@ def _run_queries(database: DatabaseConfig, grid: str, queries: tuple[str, ...]) 
             return None
         # mode=ro: never creates, migrates or write-locks the ledger of a running driver
         try:
-            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            sqlite_connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
             try:
-                return [connection.execute(sql, params).fetchall() for sql in queries]
+                return [sqlite_connection.execute(sql, params).fetchall() for sql in queries]
             finally:
-                connection.close()
+                sqlite_connection.close()
         except sqlite3.OperationalError as exc:
             if "no such" not in str(exc):  # "no such table/column": an old schema, explained below
                 raise LedgerError(f"cannot read the ledger {path}: {exc}") from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-
 from typing import Any
 
 from ..config import AllocationClusterConfig, Config, LocalClusterConfig, SlurmClusterConfig

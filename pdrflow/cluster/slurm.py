@@ -172,7 +172,7 @@ def slurm_cluster(config: SlurmClusterConfig, lease: GridLease | None) -> Iterat
     if dask.config.get("distributed.worker.profile.enabled", True) is False:
         # Worker jobs read their own dask config: pass on the driver's decision (see cli.worker_safety_config).
         prologue.append("export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False")
-    given = {key: value for key, value in {
+    given: dict[str, Any] = {key: value for key, value in {
         "queue": config.queue, "account": config.account, "job_extra_directives": config.job_extra_directives,
         "job_script_prologue": prologue or None, "interface": config.interface,
         "local_directory": config.local_directory, "log_directory": config.log_directory,

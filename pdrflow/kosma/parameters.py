@@ -138,9 +138,10 @@ ELEMENTS: Final[tuple[tuple[str, str | None, float], ...]] = (
 ELEMENT_DEFAULTS: Final = {key: value for key, _, value in ELEMENTS}
 
 DEFAULT_ONION_SPECIES: Final = ("CO", "C+", "C", "O", "13C+", "13C", "13CO", "OH", "CH+", "HCO+", "H13CO+")
-DEFAULT_NETWORK_SPECIES: Final = tuple(
-    "H+ H2+ H3+ HE+ HE C CH CO C+ CH+ CH2+ CO+ HCO+ 13C 13CH 13CO 13C+ 13CH+ 13CH2+ 13CO+ H13CO+ "
-    "O OH H2O O2 O+ OH+ H2O+ H3O+ S S+ HS HS+ H2S+ CS HCS+ SO SO+ CH2 CH3+".split()
+DEFAULT_NETWORK_SPECIES: Final = (
+    "H+", "H2+", "H3+", "HE+", "HE", "C", "CH", "CO", "C+", "CH+", "CH2+", "CO+", "HCO+", "13C", "13CH", "13CO",
+    "13C+", "13CH+", "13CH2+", "13CO+", "H13CO+", "O", "OH", "H2O", "O2", "O+", "OH+", "H2O+", "H3O+", "S", "S+", "HS",
+    "HS+", "H2S+", "CS", "HCS+", "SO", "SO+", "CH2", "CH3+",
 )
 
 

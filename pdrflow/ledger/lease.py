@@ -11,8 +11,10 @@ import os
 import socket
 import threading
 import uuid
+from typing import Any, Self, cast
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import LedgerError
@@ -87,12 +89,12 @@ class GridLease:
         while not self._stop.wait(self.ttl / 4):
             try:
                 with self.ledger._session() as session:
-                    result = session.execute(
+                    result = cast(CursorResult[Any], session.execute(
                         update(DriverLease)
                         .where(DriverLease.grid_id == self._grid, DriverLease.owner == self.owner)
                         .values(heartbeat_at=utcnow())
-                    )
-                    if result.rowcount == 0:  # type: ignore[attr-defined]
+                    ))
+                    if result.rowcount == 0:
                         self.lost.set()
                         return
             except OperationalError:
@@ -110,7 +112,7 @@ class GridLease:
         except OperationalError:
             pass  # the lease then simply expires
 
-    def __enter__(self) -> GridLease:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

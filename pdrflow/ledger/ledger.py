@@ -13,10 +13,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, CursorResult, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
@@ -207,11 +207,11 @@ class Ledger:
                 missing = {spec.model_hash: spec for spec in new_specs if spec.model_hash not in ids}
                 now = utcnow()
                 if missing:
-                    _bulk_insert(session, Model.__table__, ["model_hash", "created_at"],
+                    _bulk_insert(session, cast(Table, Model.__table__), ["model_hash", "created_at"],
                                  [(h, now) for h in missing])
                     ids.update(_model_ids(session, list(missing)))
                 _bulk_insert(
-                    session, Job.__table__,
+                    session, cast(Table, Job.__table__),
                     ["grid_id", "model_id", "name", "metallicity", "density", "mass", "fuv", "varied", "state",
                      "created_at", "updated_at"],
                     [(grid.id, ids[s.model_hash], s.name, s.axes["metallicity"], s.axes["density"], s.axes["mass"],
@@ -337,7 +337,7 @@ class Ledger:
     @staticmethod
     def _finish_attempt(session: Session, attempt_id: int, outcome: AttemptOutcome, error: str | None) -> None:
         # Core statement on the table: no ORM bulk-update bookkeeping (a few ms per call).
-        attempts = Attempt.__table__
+        attempts = cast(Table, Attempt.__table__)
         session.execute(
             update(attempts).where(attempts.c.id == attempt_id)
             .values(outcome=outcome.value, error=error, ended_at=utcnow())
@@ -406,7 +406,7 @@ class Ledger:
         with self._session() as session:
             self._move(session, job_id, JobState.ARCHIVED, staged_dir=None)
             # Core statements on the table (one executemany): the ORM's bulk path costs ~5 ms a model.
-            table = ArchivedFile.__table__
+            table = cast(Table, ArchivedFile.__table__)
             session.execute(delete(table).where(table.c.job_id == job_id))
             now = utcnow()
             if files:
@@ -444,12 +444,12 @@ class Ledger:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 # The WHERE clause is the state machine here: only running -> pending.
-                result = session.execute(
+                result = cast(CursorResult[Any], session.execute(
                     update(Job)
                     .where(Job.id.in_(chunk), Job.state == JobState.RUNNING.value)
                     .values(state=JobState.PENDING.value, reason=reason, updated_at=utcnow())
-                )
-                moved += result.rowcount or 0  # type: ignore[attr-defined]
+                ))
+                moved += result.rowcount or 0
                 session.execute(
                     update(Attempt)
                     .where(Attempt.job_id.in_(chunk), Attempt.kind == AttemptKind.MODEL.value,
@@ -468,17 +468,18 @@ class Ledger:
             if grid_id is None:
                 return 0, 0
             grid_jobs = select(Job.id).where(Job.grid_id == grid_id)
-            jobs = session.execute(  # no subquery on jobs itself: MySQL refuses that in an UPDATE
+            # No subquery on jobs itself: MySQL refuses that in an UPDATE.
+            jobs = cast(CursorResult[Any], session.execute(
                 update(Job).where(Job.grid_id == grid_id, Job.state == JobState.RUNNING.value)
                 .values(state=JobState.PENDING.value, reason=reason, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
-            ).rowcount
-            attempts = session.execute(
+            )).rowcount
+            attempts = cast(CursorResult[Any], session.execute(
                 update(Attempt).where(Attempt.job_id.in_(grid_jobs), Attempt.outcome == AttemptOutcome.RUNNING.value)
                 .values(outcome=AttemptOutcome.INTERRUPTED.value, error=reason, ended_at=utcnow())
                 .execution_options(synchronize_session=False)
-            ).rowcount
-        return jobs or 0, attempts or 0  # type: ignore[return-value]
+            )).rowcount
+        return jobs or 0, attempts or 0
 
     @_transient_db_errors
     def end_open_archive_attempts(self, job_ids: Iterable[int], reason: str) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
 
 
 def utcnow() -> datetime:
@@ -48,7 +49,8 @@ class AttemptOutcome(enum.StrEnum):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON(none_as_null=True)}
+    # Read once by SQLAlchemy when the base is declared: configuration, not a column.
+    type_annotation_map: ClassVar[dict[Any, TypeEngine[Any]]] = {dict[str, Any]: JSON(none_as_null=True)}
 
 
 class Grid(Base):

@@ -138,7 +138,7 @@ class Storage(ABC):
         Called before an archival that is not the job's first, so it lists each directory once."""
         return 0
 
-    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
+    def close(self) -> None:  # an optional hook, not abstract
         """Release connections; the object may not be used afterwards."""
 
     def __enter__(self) -> Self:

@@ -6,6 +6,7 @@ model run: the job becomes ``failed_storage`` and the driver resubmits only this
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 from pathlib import Path
@@ -15,6 +16,8 @@ from ..storage import Storage, StorageError, StoredFile
 from ..storage.base import sha256_file
 from .resources import task_ledger, task_storage, worker_name
 from .types import MANIFEST_FILE, ArchiveResult, Manifest, RunSettings, StagedFile
+
+log = logging.getLogger("pdrflow")
 
 
 def staged_outputs_present(manifest: Manifest) -> bool:
@@ -109,8 +112,8 @@ def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> 
             reason = f"ledger commit failed: {type(exc).__name__}"
             try:
                 ledger.fail_archive(manifest.job_id, attempt_id, reason)
-            except Exception:  # noqa: BLE001 - the driver records it once the database is back
-                pass
+            except Exception:  # the driver records it once the database is back
+                log.debug("could not record the failed archival of job %s", manifest.job_id, exc_info=True)
             raise StorageFailed(manifest.job_id, reason) from None
     # Only now, with the files archived and recorded, may the staged copy go.
     shutil.rmtree(manifest.scratch_dir, ignore_errors=True)
