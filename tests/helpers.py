@@ -270,28 +270,6 @@ def assert_consistent(
             "files": len(files), "verify": report}
 
 
-def kosma_processes(scratch_root: Path) -> list[tuple[int, int, str]]:
-    """(pid, parent pid, cwd) of every KOSMA-tau step (``./pdrexe``/``./onionexe``) running below ``scratch_root``.
-
-    The parent of a step is the Dask worker process that runs the model: kill it to kill the worker.
-    """
-    found = []
-    root = str(Path(scratch_root).resolve())
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-            with open(f"/proc/{entry}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if cwd.startswith(root + os.sep) and any(arg in (b"./pdrexe", b"./onionexe") for arg in cmdline):
-            found.append((int(entry), ppid, cwd))
-    return found
-
-
 def slow_null_home(root: Path, null_home: Path, seconds: float, *, pad_bytes: int = 0) -> Path:
     """A copy of the null KOSMA-tau home whose pdrexe sleeps ``seconds`` (and pads pdrout.hdf by ``pad_bytes``)."""
     import shutil
@@ -304,20 +282,3 @@ def slow_null_home(root: Path, null_home: Path, seconds: float, *, pad_bytes: in
         script += f"head -c {pad_bytes} /dev/urandom >> pdroutput/pdrout.hdf\n"
     pdr.write_text(script)
     return home
-
-
-def dask_worker_processes(driver_pid: int) -> list[int]:
-    """PIDs of the Dask worker processes a ``pdrflow run`` (LocalCluster) started: its spawned children."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == driver_pid and b"spawn_main" in cmdline:
-            found.append(int(entry))
-    return found

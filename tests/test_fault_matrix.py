@@ -60,7 +60,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -72,13 +71,12 @@ from helpers import (
     assert_consistent,
     base_config,
     cli,
-    dask_worker_processes,
     files_under,
-    kosma_processes,
     ledger_rows,
     slow_null_home,
     write_config,
 )
+from services import processes
 from services.sshd import Sshd, SystemUser
 from services.tcp_proxy import TcpProxy
 
@@ -162,29 +160,12 @@ def _computed_waiting_for_archival(db: Path) -> list[tuple[int, str, str]]:
 # ---- SFTP fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[Sshd]:
-    server = Sshd()
-    server.start()
-    yield server
-    server.cleanup()
-
-
 @pytest.fixture
 def ssh_env(tmp_path: Path) -> dict[str, str]:
     """The CLI's environment for SFTP: a home without ~/.ssh, no agent, no password."""
     home = tmp_path / "home"
     home.mkdir()
     return {"HOME": str(home), "SSH_AUTH_SOCK": "", "PDRFLOW_SFTP_PASSWORD": "", "PDR_STORAGE_PASSWORD": ""}
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """Reachable by a normal user (pytest's tmp_path lives below a 0700 directory)."""
-    directory = Path(tempfile.mkdtemp(prefix="pdrflow-faults-"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def sftp_storage(server: Sshd, known_hosts: Path, root: Path, **overrides: Any) -> dict[str, Any]:
@@ -462,33 +443,25 @@ def test_sqlite_lock_storm(tmp_path: Path, null_home: Path) -> None:
 # ---- worker and scratch faults (LocalCluster) -------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting to be reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def test_worker_killed_mid_model(tmp_path: Path, null_home: Path) -> None:
     """SIGKILL of the Dask worker process running a model: the model runs again elsewhere, once."""
     home = slow_null_home(tmp_path, null_home, 3)
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home))
     driver = _start_run(config)
-    steps = _wait(lambda: kosma_processes(tmp_path / "scratch"), 120, "a model running", driver)
-    step, worker, victim_dir = steps[0]
+    steps = _wait(lambda: processes.kosma_steps(tmp_path / "scratch"), 120, "a model running", driver)
+    step, worker, _ = steps[0]
     os.kill(worker, signal.SIGKILL)
     # The killed worker's KOSMA-tau step dies with it (parent-death signal), long before its 3 s are up.
     deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline and _alive(step):
+    while time.monotonic() < deadline and processes.running(step):
         time.sleep(0.05)
-    assert not _alive(step), "the killed worker's KOSMA-tau step still runs"
+    assert not processes.running(step), "the killed worker's KOSMA-tau step still runs"
     code, output = _finish(driver)
     assert code == 0, output
     summary = assert_consistent(config, models=MODELS)
     assert sum(summary["model_runs"].values()) >= MODELS + 1, summary  # the killed run was redone
     assert set(summary["model_ok"].values()) == {1}
-    assert not kosma_processes(tmp_path / "scratch"), "a KOSMA-tau step of the killed worker still runs"
+    assert not processes.kosma_steps(tmp_path / "scratch"), "a KOSMA-tau step of the killed worker still runs"
 
 
 def test_worker_killed_between_model_and_archival(tmp_path: Path, null_home: Path) -> None:
@@ -499,7 +472,7 @@ def test_worker_killed_between_model_and_archival(tmp_path: Path, null_home: Pat
     db = tmp_path / "ledger.sqlite"
     driver = _start_run(config)
     waiting = _wait(lambda: _computed_waiting_for_archival(db), 120, "a computed job waiting for its archival", driver)
-    workers = dask_worker_processes(driver.pid)
+    workers = processes.spawned_children(driver.pid)
     assert len(workers) == 1, workers
     os.kill(workers[0], signal.SIGKILL)
     code, output = _finish(driver)

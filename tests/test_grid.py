@@ -75,7 +75,7 @@ def test_model_hash_covers_code_rates_species_and_parameters(tmp_path: Path, nul
     config = base_config(tmp_path, home=null_home)
     config["grid"].update(density=[1e3], fuv=[10])
     config["kosma_tau"]["onion_species"] = ["CO", "C+"]
-    other = list(expand_grid(load_config(write_config(tmp_path / "s.yaml", config)), IDENTITY))[0]
+    other = next(iter(expand_grid(load_config(write_config(tmp_path / "s.yaml", config)), IDENTITY)))
     assert other.model_hash != base
 
 

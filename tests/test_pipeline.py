@@ -257,9 +257,9 @@ def test_driver_killed_hard_then_resumed_recomputes_nothing_archived(tmp_path: P
 
 def test_workers_run_without_the_profiler_on_interpreters_that_deadlock(tmp_path: Path) -> None:
     """gh-106883: on CPython < 3.11.9 the worker profiler can hang a worker for good."""
+    import dask.config
     from distributed import Client, LocalCluster
 
-    import dask.config
     from pdrflow.cli import worker_safety_config
 
     settings = worker_safety_config()

@@ -14,7 +14,6 @@ import math
 import re
 import shutil
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,16 +240,6 @@ def test_local_fetch_copies_verified_bytes(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist") as missing:
         storage.fetch("g/none.bin", tmp_path / "none.bin")
     assert not missing.value.transient and not (tmp_path / "none.bin").exists()
-
-
-@pytest.fixture
-def sshd() -> Iterator[Any]:
-    from services.sshd import Sshd
-
-    server = Sshd()
-    server.start()
-    yield server
-    server.cleanup()
 
 
 def test_report_reads_the_archive_over_sftp(

@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,27 +26,10 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
-def sshd() -> Iterator[Sshd]:
-    server = Sshd(password_authentication=True)
-    server.start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture(scope="module")
 def user() -> Iterator[SystemUser]:
     account = SystemUser.create(password=CANARY)
     yield account
     account.remove()
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """Reachable by a normal user (pytest's tmp_path lives below a 0700 directory)."""
-    directory = Path(tempfile.mkdtemp(prefix="pdrflow-sftp-e2e-"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,28 +36,10 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def sshd() -> Iterator[Sshd]:
-    # Its own directory under /tmp (not pytest's 0700 tree): a normal user must read authorized_keys.
-    server = Sshd(password_authentication=True)
-    server.start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture(scope="module")
 def user() -> Iterator[SystemUser]:
     account = SystemUser.create(password=CANARY)
     yield account
     account.remove()
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory a normal user can reach (pytest's tmp_path lives below a 0700 directory)."""
-    directory = Path(tempfile.mkdtemp(prefix="pdrflow-sftp-test-"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import base_config, cli, ledger_rows, status, verify, write_config
 from services.slurm import Slurm, start_slurm
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from . import processes
+
 APP_USER = "pdrflow"
 APP_PASSWORD = "canary-db-Pw-7f3a"  # tests assert this never appears in outputs or files
 APP_DATABASE = "pdrflow"
@@ -44,17 +46,6 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def _wait_gone(pid: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
 
 
 def _as(user: str, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -170,7 +161,7 @@ class DatabaseServer:
                 self._process.wait(timeout=30)
             self._process = None
         else:
-            _wait_gone(self.pid)
+            processes.wait_or_kill([self.pid], 30)
         self.pid = None
 
     def reset(self) -> None:
@@ -204,35 +195,6 @@ def remove_server(server: DatabaseServer) -> None:
     shutil.rmtree(server.directory, ignore_errors=True)
 
 
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie holds no port and no files)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def crash_server(server: DatabaseServer) -> None:
     """SIGKILL the server and every process it forked (no shutdown, in-flight commits cut); wait until gone.
 
@@ -240,18 +202,12 @@ def crash_server(server: DatabaseServer) -> None:
     """
     if server.pid is None:
         return
-    pids = [server.pid, *_descendants(server.pid)]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    pids = [server.pid, *processes.descendants(server.pid)]
+    processes.signal_all(pids, signal.SIGKILL)
     if server._process is not None:
         server._process.wait(timeout=30)
         server._process = None
-    deadline = time.monotonic() + 30
-    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    processes.wait_gone(pids, 30)
     if server.kind == "postgresql":
         (server.directory / "data" / "postmaster.pid").unlink(missing_ok=True)
     server.pid = None

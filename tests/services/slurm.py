@@ -15,21 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import processes
 from .databases import free_port, require
 
 NODE_CPUS = 4
 NODE_MEMORY_MB = 8192
-
-
-def _wait_gone(pid: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
 
 
 def _read_pid(path: Path, timeout: float = 20.0) -> int:
@@ -65,11 +55,7 @@ class Slurm:
             path = self.directory / name
             if path.exists():
                 pid = int(path.read_text().split()[0])
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
-                _wait_gone(pid)
+                processes.stop([pid], signal.SIGTERM, 20)
 
 
 def _ensure_munge() -> None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from . import processes
+
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
 _TIMEOUT = 30.0
@@ -63,45 +65,6 @@ def keygen(path: Path, comment: str = "pdrflow-test") -> str:
     return path.with_suffix(path.suffix + ".pub").read_text().strip()
 
 
-def _children(pid: int) -> list[int]:
-    """All descendants of ``pid`` (sshd forks one process per connection, plus privsep children)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # The command name may contain spaces and parentheses: split after the last ")".
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie is gone for our purposes (its parent has not reaped it yet)
-
-
-def _wait_gone(pids: list[int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while any(_alive(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"processes {pids} did not exit within {timeout} s")
-        time.sleep(0.02)
-
-
 @dataclass
 class SystemUser:
     """A throwaway non-root Unix user (created with useradd, removed with userdel)."""
@@ -115,27 +78,34 @@ class SystemUser:
     @classmethod
     def create(cls, prefix: str = "pdrsftp", password: str | None = None) -> SystemUser:
         name = f"{prefix}{secrets.token_hex(3)}"
-        subprocess.run(
-            ["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", name],
-            check=True,
-            timeout=_TIMEOUT,
-            capture_output=True,
-        )
+        _edit_accounts(["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", name])
         if password is not None:
             # chpasswd reads "user:password" on stdin: the password never appears in argv.
-            subprocess.run(
-                ["chpasswd"], input=f"{name}:{password}\n", text=True, check=True, timeout=_TIMEOUT, capture_output=True
-            )
+            _edit_accounts(["chpasswd"], stdin=f"{name}:{password}\n")
         else:
             # With UsePAM no, sshd refuses a locked account ("!" in shadow) even for key auth.
-            subprocess.run(["usermod", "-p", "*", name], check=True, timeout=_TIMEOUT, capture_output=True)
+            _edit_accounts(["usermod", "-p", "*", name])
         import pwd
 
         entry = pwd.getpwnam(name)
         return cls(name=name, home=Path(entry.pw_dir), uid=entry.pw_uid, gid=entry.pw_gid, password=password)
 
     def remove(self) -> None:
-        subprocess.run(["userdel", "--remove", self.name], timeout=_TIMEOUT, capture_output=True, check=False)
+        _edit_accounts(["userdel", "--remove", self.name], check=False)
+
+
+def _edit_accounts(argv: list[str], stdin: str | None = None, check: bool = True) -> None:
+    """Run a shadow-utils tool. They lock /etc/passwd and give up at once when another holds the lock,
+    which happens when parallel test workers add users at the same moment: retry those for a while."""
+    deadline = time.monotonic() + 30
+    while True:
+        done = subprocess.run(argv, input=stdin, text=True, capture_output=True, timeout=_TIMEOUT, check=False)
+        if done.returncode == 0 or "lock" not in done.stderr.lower() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if check and done.returncode != 0:
+        # not CalledProcessError: its message would carry chpasswd's input (a password)
+        raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()}")
 
 
 @dataclass
@@ -278,21 +248,7 @@ class Sshd:
         """Stop the listener and every connection it serves; return once all of them are gone."""
         if self.pid is None:
             return
-        pids = [self.pid, *_children(self.pid)]
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            _wait_gone(pids, 10)
-        except TimeoutError:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            _wait_gone(pids, 10)
+        processes.stop([self.pid, *processes.descendants(self.pid)], sig, 10)
         self.pid = None
 
     def kill(self) -> None:
