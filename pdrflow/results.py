@@ -25,7 +25,8 @@ Usage (a notebook)::
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,6 +342,33 @@ class ArchiveReader:
                 notes.append(f"no line table archived for species {species}")
         return ModelOutputs(record, profiles["depth_cm"], profiles["av"], profiles["tgas"], profiles["tdust"],
                             profiles["nh"], abundances, lines, tuple(notes))
+
+    def many_model_outputs(self, jobs: Iterable[JobRecord]) -> Iterator[tuple[JobRecord, ModelOutputs | Exception]]:
+        """``model_outputs`` of each job, in order, reading up to the storage's ``concurrent_reads`` models at
+        once (over SFTP each file costs round trips; one at a time, a large grid's report would wait on them).
+        A model that cannot be read yields its ``ResultsError``/``StorageError`` instead; a transient
+        ``StorageError`` (archive unreachable after retries) is raised and the remaining reads are cancelled."""
+        jobs = list(jobs)
+        self.jobs()  # fill the caches before threads share them
+        self._by_path()
+        workers = max(1, min(self.storage.concurrent_reads, len(jobs)))
+
+        def read(job: JobRecord) -> ModelOutputs | Exception:
+            try:
+                return self.model_outputs(job)
+            except (ResultsError, StorageError) as exc:
+                if isinstance(exc, StorageError) and exc.transient:
+                    raise
+                return exc
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pdrflow-read") as pool:
+            futures = [pool.submit(read, job) for job in jobs]
+            try:
+                for job, future in zip(jobs, futures, strict=True):
+                    yield job, future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
 
 
 def _ledger_missing(config: Config) -> str | None:

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import pytest
 from helpers import base_config, cli, ledger_rows, write_config
+from services.databases import free_port
 
 from pdrflow.config import SftpStorageConfig, load_config
 from pdrflow.report import ReportResult, write_report
@@ -30,7 +31,8 @@ from pdrflow.results import ModelNotArchived, ResultsError, open_archive
 from pdrflow.storage.base import StorageError, sha256_file
 from pdrflow.storage.local import LocalStorage
 
-pytestmark = pytest.mark.timeout(240)
+# xdist_group: under pytest-xdist one worker runs the whole module, so the grid below is built once, not per worker
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("report")]
 
 GRID = "reportgrid"
 SPECIES = ["CO", "C+", "C"]  # no O: the [OI] maps must become a note
@@ -51,6 +53,7 @@ def grid_config(run_dir: Path, **storage: Any) -> dict[str, Any]:
                          **({"storage": storage} if storage else {}))
     config["grid"].update(density=[1.0e3, 1.0e4, 1.0e5], fuv=[10.0, 1.0e3])
     return config
+
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +246,7 @@ def test_local_fetch_copies_verified_bytes(tmp_path: Path) -> None:
 
 
 def test_report_reads_the_archive_over_sftp(
-    grid_run: GridRun, sshd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    grid_run: GridRun, report: ReportResult, sshd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh of the machine may influence the test
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
@@ -264,20 +267,31 @@ def test_report_reads_the_archive_over_sftp(
             archive.storage.fetch(f"{GRID}/pdrgrid/nothing", tmp_path / "nothing")
         assert not missing.value.transient and not (tmp_path / "nothing").exists()
 
-    result = write_report(config, tmp_path / "out")
+    result = write_report(config, tmp_path / "out")  # models read several at once over SFTP
     with structure(grid_run.archive, PROBE) as f:
         assert result.values["surface_tgas"][PROBE] == pytest.approx(float(f["tgas"][0]), rel=1e-12)
     assert result.values["line:CII_158um"][PROBE] == pytest.approx(
         onion_intensity(grid_run.archive, PROBE, "C+", "CII_158um"), rel=1e-6)
     assert result.states[FAILED] == "failed_model"
+    # every model's numbers are its own: the same as the local report's, read one model at a time
+    assert json.dumps(result.values, sort_keys=True) == json.dumps(report.values, sort_keys=True)
+    assert result.notes == report.notes
+
+    # The archive unreachable (nothing listens): the report stops with the network error, it does not
+    # draw every model blank.
+    dead = {**sftp, "port": free_port(), "connect_timeout": 2}
+    document["storage"] = dead
+    unreachable = load_config(write_config(tmp_path / "dead.yaml", document))
+    with pytest.raises(StorageError) as refused:
+        write_report(unreachable, tmp_path / "dead-out")
+    assert refused.value.transient
+    assert not (tmp_path / "dead-out" / "report.html").exists()
 
 
 # ---- the command -------------------------------------------------------------------------------
 
 
 def test_report_command(grid_run: GridRun, tmp_path: Path) -> None:
-    if cli("report", "--help").returncode != 0:
-        pytest.skip("`pdrflow report` is not wired into cli.py yet")
     done = cli("report", str(grid_run.config_path), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "out" / "report.html").stat().st_size > 50_000

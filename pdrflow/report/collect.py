@@ -16,12 +16,10 @@ from ..results import (
     ArchiveReader,
     JobRecord,
     ModelOutputs,
-    ResultsError,
     c_co_transition_av,
     cplus_c_transition_av,
     h_h2_transition_av,
 )
-from ..storage import StorageError
 
 
 @dataclass(frozen=True)
@@ -122,17 +120,13 @@ def collect(reader: ArchiveReader) -> GridData:
     """Read every archived model of the grid once and keep the numbers to plot."""
     data = GridData(reader.grid, reader.jobs())
     outputs: dict[str, ModelOutputs] = {}
-    for job in data.jobs:
-        if not job.archived:
+    # A transient StorageError (archive unreachable after retries) propagates: stop rather than blank every model.
+    for job, read in reader.many_model_outputs(job for job in data.jobs if job.archived):
+        if isinstance(read, Exception):
+            data.notes.append(f"{job.name}: archived but unreadable, shown blank: {read}")
             continue
-        try:
-            outputs[job.name] = reader.model_outputs(job)
-        except (ResultsError, StorageError) as exc:
-            if isinstance(exc, StorageError) and exc.transient:
-                raise  # the archive is unreachable (retries exhausted): stop, rather than blank every model
-            data.notes.append(f"{job.name}: archived but unreadable, shown blank: {exc}")
-            continue
-        data.model_notes[job.name] = list(outputs[job.name].notes)
+        outputs[job.name] = read
+        data.model_notes[job.name] = list(read.notes)
     for quantity, getter, needs in PROFILE_QUANTITIES:
         data.quantities.append(quantity)
         column = data.values.setdefault(quantity.key, {})

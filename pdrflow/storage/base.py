@@ -110,6 +110,8 @@ class Storage(ABC):
 
     #: Human-readable location for messages (never contains a secret).
     description: str
+    #: Files worth reading at once: a remote archive overlaps its round trips, a local disk gains nothing.
+    concurrent_reads: int = 1
 
     @abstractmethod
     def put(self, local: Path, path: str, *, size: int, sha256: str) -> StoredFile:

@@ -78,6 +78,7 @@ class SftpStorage(Storage):
         self._address = self._endpoint.address
         self.description = f"sftp://{self._endpoint.username}@{self._address}{root}"
         self._channels = SftpChannelPool(config, self._endpoint)
+        self.concurrent_reads = config.files_in_flight
         self._lock = threading.Lock()  # guards the fields below
         self._orphans: set[str] = set()  # partial files left by uploads cut off mid-transfer
         self._pool: ThreadPoolExecutor | None = None  # for put_many, created on first use
