@@ -1,6 +1,6 @@
 """SFTP archival speed, side by side in one run; prints one JSON document.
 
-    /opt/pdrvenv/bin/python benchmarks/bench_sftp.py [--size-mb 200] [--repeat 3] [--rtt-ms 20]
+    .venv/bin/python benchmarks/bench_sftp.py [--size-mb 200] [--repeat 5] [--rtt-ms 0 20]
 
 It starts its own OpenSSH sshd on 127.0.0.1 (tests/services/sshd.py) and compares:
 
@@ -9,10 +9,12 @@ It starts its own OpenSSH sshd on 127.0.0.1 (tests/services/sshd.py) and compare
    like pdrflow) vs paramiko's plain ``SFTPClient.put``; and pdrflow with its fsync patched
    out, to show what durability costs. Each sample includes connecting and authenticating,
    and starts after ``sync`` (no sample pays for another's dirty pages); MB/s = 10^6 B/s.
-2. One KOSMA-tau model's file set (2 HDF5 files of a few MB + 83 text files of 10-50 KB)
-   through pdrflow's delay proxy (tests/services/tcp_proxy.py) at the given round-trip
-   time: pdrflow ``put_many`` (several files in flight) vs ``sftp -b`` putting the files
-   one by one (and pdrflow ``put`` one by one, to show where the gain comes from).
+2. The same large file through the delay proxy (tests/services/tcp_proxy.py) at each
+   round-trip time above 0: what latency does to each client's window and pipelining.
+3. One KOSMA-tau model's file set (2 HDF5 files of a few MB + 83 text files of 10-50 KB)
+   through the delay proxy at each round-trip time (0 included: the proxy's own cost):
+   pdrflow ``put_many`` (several files in flight) vs ``sftp -b`` putting the files one by
+   one (and pdrflow ``put`` one by one, to show where the gain comes from).
 
 The samples run interleaved (a, b, c, a, b, c, ...) so that background load hits all
 contenders alike; the medians and their ratios are reported.
@@ -100,11 +102,34 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def large_file(server: Sshd, known_hosts: Path, work: Path, size_mb: int, repeat: int) -> dict[str, object]:
+def write_large_file(work: Path, size_mb: int) -> Path:
     source = work / "large.bin"
     with source.open("wb") as out:
         for _ in range(size_mb):
             out.write(os.urandom(1_000_000))
+    return source
+
+
+@contextlib.contextmanager
+def delayed(server: Sshd, known_hosts: Path, rtt_ms: float | None) -> Iterator[int]:
+    """The port to connect to: the server's own (``rtt_ms`` None), else a delay proxy's in front of it."""
+    if rtt_ms is None:
+        server.write_known_hosts(known_hosts)
+        yield server.port
+        return
+    with TcpProxy(server.port, delay=rtt_ms / 2000) as proxy:
+        server.write_known_hosts(known_hosts, proxy.port)
+        yield proxy.port
+
+
+def large_file(server: Sshd, known_hosts: Path, work: Path, source: Path, repeat: int,
+               rtt_ms: float | None = None) -> dict[str, object]:
+    with delayed(server, known_hosts, rtt_ms) as port:
+        return _large_file(server, port, known_hosts, work, source, repeat) | {"rtt_ms": rtt_ms}
+
+
+def _large_file(server: Sshd, port: int, known_hosts: Path, work: Path, source: Path,
+                repeat: int) -> dict[str, object]:
     size, sha = sha256_file(source)
     remote = work / "remote-large"
 
@@ -113,7 +138,7 @@ def large_file(server: Sshd, known_hosts: Path, work: Path, size_mb: int, repeat
         remote.mkdir()
 
     def pdrflow() -> None:
-        with contextlib.closing(SftpStorage(storage_config(server, server.port, known_hosts, remote))) as storage:
+        with contextlib.closing(SftpStorage(storage_config(server, port, known_hosts, remote))) as storage:
             storage.put(source, "grid/pdrgrid/large.bin", size=size, sha256=sha)
 
     def pdrflow_no_fsync() -> None:
@@ -123,13 +148,13 @@ def large_file(server: Sshd, known_hosts: Path, work: Path, size_mb: int, repeat
     def openssh(fsync: bool = False) -> None:
         batch = work / "large.batch"
         batch.write_text(f"put {source} {remote}/large.bin\n")
-        sftp_batch(server, server.port, known_hosts, batch, fsync=fsync)
+        sftp_batch(server, port, known_hosts, batch, fsync=fsync)
 
     def plain_paramiko() -> None:
         client = paramiko.SSHClient()
         client.load_host_keys(str(known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(server.host, server.port, "root", key_filename=str(server.client_key),
+        client.connect(server.host, port, "root", key_filename=str(server.client_key),
                        look_for_keys=False, allow_agent=False)  # fmt: skip
         try:
             client.open_sftp().put(str(source), f"{remote}/large.bin")
@@ -182,21 +207,21 @@ def model_files(directory: Path) -> list[tuple[Path, str, int, str]]:
 
 
 def one_model(server: Sshd, known_hosts: Path, work: Path, rtt_ms: float, repeat: int) -> dict[str, object]:
+    shutil.rmtree(work / "model", ignore_errors=True)
     items = model_files(work / "model")
     remote = work / "remote-model"
-    with TcpProxy(server.port, delay=rtt_ms / 2000) as proxy:
-        server.write_known_hosts(known_hosts, proxy.port)
+    with delayed(server, known_hosts, rtt_ms) as port:
 
         def fresh() -> None:
             shutil.rmtree(remote, ignore_errors=True)
             remote.mkdir()
 
         def pdrflow_put_many() -> None:
-            with contextlib.closing(SftpStorage(storage_config(server, proxy.port, known_hosts, remote))) as storage:
+            with contextlib.closing(SftpStorage(storage_config(server, port, known_hosts, remote))) as storage:
                 storage.put_many(items)
 
         def pdrflow_one_by_one() -> None:
-            with contextlib.closing(SftpStorage(storage_config(server, proxy.port, known_hosts, remote))) as storage:
+            with contextlib.closing(SftpStorage(storage_config(server, port, known_hosts, remote))) as storage:
                 for local, path, size, sha in items:
                     storage.put(local, path, size=size, sha256=sha)
 
@@ -205,7 +230,7 @@ def one_model(server: Sshd, known_hosts: Path, work: Path, rtt_ms: float, repeat
             lines = [f"-mkdir {remote}/grid", f"-mkdir {remote}/grid/pdrgrid"]
             lines += [f"put {local} {remote}/{path}" for local, path, _, _ in items]
             batch.write_text("\n".join(lines) + "\n")
-            sftp_batch(server, proxy.port, known_hosts, batch)
+            sftp_batch(server, port, known_hosts, batch)
 
         contenders = {
             "pdrflow_put_many": pdrflow_put_many,
@@ -238,7 +263,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=200, help="size of the large file (10^6 bytes)")
     parser.add_argument("--repeat", type=int, default=5, help="samples per contender")
-    parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time added by the delay proxy")
+    parser.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 20.0],
+                        help="round-trip times added by the delay proxy")
     args = parser.parse_args()
     ssh_version = subprocess.run(["ssh", "-V"], check=False, capture_output=True, text=True, timeout=10).stderr.strip()
     work = Path(tempfile.mkdtemp(prefix="pdrflow-bench-sftp-"))
@@ -248,6 +274,7 @@ def main() -> None:
             with contextlib.closing(SftpStorage(storage_config(server, server.port, known_hosts, work))) as probe:
                 probe.stat("probe")
                 cipher = probe.cipher
+            source = write_large_file(work, args.size_mb)
             result = {
                 "machine": {
                     "cpus": os.cpu_count(),
@@ -257,8 +284,11 @@ def main() -> None:
                     "pdrflow_cipher": cipher,
                     "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                 },
-                "large_file_loopback": large_file(server, known_hosts, work, args.size_mb, args.repeat),
-                "one_model_over_delay_proxy": one_model(server, known_hosts, work, args.rtt_ms, args.repeat),
+                "large_file_loopback": large_file(server, known_hosts, work, source, args.repeat),
+                "large_file_over_delay_proxy": [large_file(server, known_hosts, work, source, args.repeat, rtt)
+                                                for rtt in args.rtt_ms if rtt > 0],
+                "one_model_over_delay_proxy": [one_model(server, known_hosts, work, rtt, args.repeat)
+                                               for rtt in args.rtt_ms],
             }
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name: (full arguments,
     "recovery": (["bench_recovery.py"], ["bench_recovery.py", "--quick"]),
     "ledger": (["bench_ledger.py"], ["bench_ledger.py", "--sizes", "1000", "10000", "--rss-seconds", "0",
                                      "--skip-postgresql"]),
-    "sftp": (["bench_sftp.py"], ["bench_sftp.py", "--size-mb", "20", "--repeat", "1"]),
+    "sftp": (["bench_sftp.py"], ["bench_sftp.py", "--size-mb", "20", "--repeat", "1"]),  # RTTs 0 and 20 ms
 }
 
 
@@ -169,15 +169,20 @@ def _ledger(result: dict[str, Any]) -> list[str]:
 
 def _sftp(result: dict[str, Any]) -> list[str]:
     lines = []
-    large = result.get("large_file_loopback")
-    if large:
-        lines += [f"One {large['bytes'] / 1e6:.0f} MB file on loopback (MB/s, median):", ""]
-        lines += _table(["contender", "MB/s"], [[k, v] for k, v in large["mb_per_s"].items()])
-    model = result.get("one_model_over_delay_proxy")
-    if model:
-        lines += [f"One model's {model['files']} files ({model['bytes'] / 1e6:.1f} MB) through a {model['rtt_ms']} ms "
-                  f"RTT proxy (s, median):", ""]
-        lines += _table(["contender", "seconds"], [[k, v] for k, v in model["seconds"].items()])
+    large = [result["large_file_loopback"], *result.get("large_file_over_delay_proxy", [])]
+    names = list(large[0]["mb_per_s"])
+    lines += [f"One {large[0]['bytes'] / 1e6:.0f} MB file (MB/s, median; each sample connects, authenticates, "
+              "uploads):", ""]
+    lines += _table(["contender", "loopback", *(f"{r['rtt_ms']} ms RTT proxy" for r in large[1:])],
+                    [[name, *(r["mb_per_s"][name] for r in large)] for name in names])
+    models = result.get("one_model_over_delay_proxy", [])
+    if isinstance(models, dict):  # results written before several round-trip times were measured
+        models = [models]
+    if models:
+        lines += [f"One model's {models[0]['files']} files ({models[0]['bytes'] / 1e6:.1f} MB) through the delay "
+                  "proxy (s, median):", ""]
+        lines += _table(["contender", *(f"{m['rtt_ms']} ms RTT" for m in models)],
+                        [[name, *(m["seconds"][name] for m in models)] for name in models[0]["seconds"]])
     return lines
 
 
