@@ -206,3 +206,27 @@ def test_out_of_date_schema_is_refused_by_the_ledger(database: dict) -> None:
         engine.dispose()
     with pytest.raises(LedgerError, match="run `pdrflow db upgrade CONFIG`"):
         Ledger(database["direct"])
+
+
+def test_dashboard_reads_each_backend_through_a_read_only_session(
+    tmp_path: Path, null_home: Path, database: dict
+) -> None:
+    """The dashboard page's engine sees the grid, and the server itself refuses a write through it."""
+    from pdrflow.dashboard.queries import read_only_engine, snapshot
+
+    config = load_config(write_config(tmp_path / "c.yaml",
+                                      base_config(tmp_path, home=null_home, database={"url": database["url"]})))
+    ledger = Ledger(database["direct"])
+    try:
+        ledger.register_grid(config.grid.name, expand_grid(config, Identity("a" * 64, "b" * 64, "c" * 64)))
+    finally:
+        ledger.close()
+    engine = read_only_engine(config.database)
+    try:
+        page = snapshot(engine, config.grid.name)
+        assert page["found"] and page["total"] == MODELS and page["counts"]["pending"] == MODELS
+        with pytest.raises(DBAPIError, match="(?i)read.only|readonly"), engine.begin() as connection:
+            connection.execute(text("update jobs set state = 'archived'"))
+    finally:
+        engine.dispose()
+    assert _count(database["direct"], "select count(*) from jobs where state = 'pending'") == MODELS

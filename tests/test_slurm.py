@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,8 +204,35 @@ def test_walltime_shorter_than_the_grid_retires_workers_without_cutting_models(
     config["run"]["expected_model_seconds"] = 12
     config["grid"]["fuv"] = [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0]
     path = write_config(tmp_path / "run.yaml", config)
-    done = cli("run", str(path), env={"SLURM_CONF": str(slurm.conf)}, timeout=400)
-    assert done.returncode == 0, done.stdout + done.stderr
+    # Run it in the background: while SLURM workers compute, the grid's page is served by the
+    # SLURMCluster's scheduler (in the driver) and reads the ledger live.
+    driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "SLURM_CONF": str(slurm.conf), "COLUMNS": "200"})
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(driver.stdout or []), daemon=True)
+    reader.start()
+    try:
+        _wait(lambda: any("grid map, live from the ledger: " in line for line in output), 120, "the grid page line")
+        page_url = next(line for line in output if "grid map, live" in line).split(": ", 1)[1].strip()
+        with urllib.request.urlopen(page_url, timeout=20) as response:
+            assert config["grid"]["name"] in response.read().decode()
+        data: dict = {}
+
+        def computing() -> bool:
+            with urllib.request.urlopen(f"{page_url}/data.json", timeout=20) as response:
+                data.update(json.load(response))
+            return data.get("counts", {}).get("running", 0) > 0
+
+        _wait(computing, 120, "the page to show running models")
+        assert data["total"] == 12
+        driver.wait(timeout=400)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        reader.join(timeout=10)
+    assert driver.returncode == 0, "".join(output)
     assert status(path)["counts"] == {"archived": 12}  # and no failed_model
     db = tmp_path / "ledger.sqlite"
     assert ledger_rows(db, "select count(*) from worker_jobs")[0][0] > 2  # retired workers were replaced
