@@ -4,6 +4,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import write_null_home
@@ -36,10 +37,26 @@ def sshd() -> Iterator[Sshd]:
     server.cleanup()
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the marks into work units
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n N --dist loadgroup``, tests run in parallel except the SLURM ones: those share
-    the machine's munged and one node's CPUs and time limits, so they run one after another on one worker."""
-    for item in items:
-        if "slurm" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+# Under pytest-xdist (./scripts/test) tests are spread one by one over the workers, except these
+# modules, each of which runs on one worker, its tests one after another: the SLURM tests share the
+# machine's munged and one node's CPUs and time limits; the report tests share one computed grid.
+ONE_WORKER_MODULES = frozenset({"test_slurm.py", "test_report.py"})
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # plain pytest, no workers
+    pass
+else:
+
+    class _OneWorkerModules(LoadScopeScheduling):
+        """xdist's scope scheduling with a scope per test, but one per module in ``ONE_WORKER_MODULES``.
+
+        Not ``--dist loadgroup``: xdist 3.8 marks groups by rewriting ``item._nodeid``, which pytest 9 no
+        longer reads, so its groups silently fall apart."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module.rsplit("/", 1)[-1] in ONE_WORKER_MODULES else nodeid
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+        return _OneWorkerModules(config, log) if config.getvalue("dist") == "load" else None

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +285,39 @@ def slow_null_home(root: Path, null_home: Path, seconds: float, *, pad_bytes: in
         script += f"head -c {pad_bytes} /dev/urandom >> pdroutput/pdrout.hdf\n"
     pdr.write_text(script)
     return home
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "condition",
+             process: subprocess.Popen[str] | None = None, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy (ledger not created yet counts as false); fail early when
+    ``process`` (a driver) ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except sqlite3.Error:
+            pass
+        if process is not None and process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"the driver ended (exit {process.returncode}) before {what}:\n{output}")
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_run(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``pdrflow run`` in the background, in a session of its own (``finish_run`` can kill all of it)."""
+    return subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+                            start_new_session=True)
+
+
+def finish_run(process: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        raise AssertionError(f"the driver did not finish within {timeout} s:\n{output}") from None
+    return process.returncode, output

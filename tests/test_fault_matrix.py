@@ -32,7 +32,7 @@ Audit (fault → the end-to-end tests that cover it):
 | pending SLURM job cancelled             | test_slurm.py::test_worker_job_cancelled_while_pending_is_replaced (same note)               |
 | walltime reached                        | test_slurm.py::test_walltime_shorter_than_the_grid_retires_workers_without_cutting_models    |
 |                                         | (workers retire by --lifetime before the limit); here the limit is really reached (TIMEOUT): |
-|                                         | test_fault_matrix.py::test_slurm_walltime_reached                                            |
+|                                         | test_slurm.py::test_walltime_reached_mid_model_reruns_the_model                              |
 | driver kill -9 then restart             | test_pipeline.py::test_driver_killed_hard_then_resumed_recomputes_nothing_archived (the kill |
 |                                         | lands anywhere; re-run with assert_consistent it failed 3 times of 4: temporaries left),     |
 |                                         | test_slurm.py::test_driver_killed_then_restarted_cancels_its_orphaned_worker_jobs;           |
@@ -59,10 +59,9 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +71,11 @@ from helpers import (
     base_config,
     cli,
     files_under,
+    finish_run,
     ledger_rows,
     slow_null_home,
+    start_run,
+    wait_for,
     write_config,
 )
 from services import processes
@@ -88,42 +90,8 @@ MODELS = 4
 # ---- small tools ----------------------------------------------------------------------------------
 
 
-def _wait(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "condition",
-          process: subprocess.Popen[str] | None = None) -> Any:
-    """Poll until ``predicate()`` is truthy (ledger not created yet counts as false)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except sqlite3.Error:
-            pass
-        if process is not None and process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            raise AssertionError(f"the driver ended (exit {process.returncode}) before {what}:\n{output}")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _count(db: Path, query: str, *params: Any) -> int:
     return int(ledger_rows(db, query, *params)[0][0])
-
-
-def _start_run(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
-                            start_new_session=True)
-
-
-def _finish(process: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]:
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        raise AssertionError(f"the driver did not finish within {timeout} s:\n{output}") from None
-    return process.returncode, output
 
 
 def _mount(*argv: str) -> None:
@@ -214,15 +182,15 @@ def test_sshd_killed_mid_transfer(tmp_path: Path, null_home: Path, ssh_env: dict
             tmp_path, home=home, storage=sftp_storage(server, known, archive, port=proxy.port),
             run={"archive_attempts": 30, "archive_backoff_initial": 0.3, "archive_backoff_max": 1.0}))
         db = tmp_path / "ledger.sqlite"
-        driver = _start_run(config, env=ssh_env)
-        _wait(lambda: _count(db, "select count(*) from attempts where kind='archive' and outcome='running'"),
+        driver = start_run(config, env=ssh_env)
+        wait_for(lambda: _count(db, "select count(*) from attempts where kind='archive' and outcome='running'"),
               120, "an archival in progress", driver)
         time.sleep(0.7)
         server.kill()
         partial_at_kill = [p for p in files_under(archive) if ".pdrflow-" in p.name]
         time.sleep(2.0)
         server.start()  # same port, same host key
-        code, output = _finish(driver)
+        code, output = finish_run(driver)
         assert code == 0, output
         assert partial_at_kill, "the kill did not land mid-transfer (no partial file at that moment)"
         summary = assert_consistent(config, env=ssh_env, models=MODELS)
@@ -272,11 +240,11 @@ def test_permission_denied_mid_run(
         tmp_path, home=home, storage=sftp_storage(sshd, known, root, username=sftp_user.name),
         cluster={"n_workers": 1}, run={"archive_attempts": 2}))
     db = tmp_path / "ledger.sqlite"
-    driver = _start_run(config, env=ssh_env)
-    _wait(lambda: _count(db, "select count(*) from jobs where state='archived'"), 120, "a first archived model", driver)
+    driver = start_run(config, env=ssh_env)
+    wait_for(lambda: _count(db, "select count(*) from jobs where state='archived'"), 120, "a first archived model", driver)
     onion = root / "testgrid" / "oniongrid"
     shutil.chown(onion, "root", "root")  # 0755 root: the SFTP user can no longer create files in it
-    code, output = _finish(driver)
+    code, output = finish_run(driver)
     assert code == 1, output
     report = _report(config)
     assert report["counts"].get("failed_storage", 0) >= 1, report
@@ -310,15 +278,15 @@ def test_read_only_archive_mid_run(tmp_path: Path, null_home: Path) -> None:
     config = write_config(tmp_path / "run.yaml", base_config(
         tmp_path, home=home, cluster={"n_workers": 1}, run={"archive_attempts": 2}))
     db = tmp_path / "ledger.sqlite"
-    driver = _start_run(config)
+    driver = start_run(config)
     mounted = False
     try:
-        _wait(lambda: _count(db, "select count(*) from jobs where state='archived'"), 120, "a first archived model",
+        wait_for(lambda: _count(db, "select count(*) from jobs where state='archived'"), 120, "a first archived model",
               driver)
         _mount("--bind", str(archive), str(archive))
         mounted = True
         _remount_read_only(archive)
-        code, output = _finish(driver)
+        code, output = finish_run(driver)
         assert code == 1, output
         report = _report(config)
         assert report["counts"].get("failed_storage", 0) >= 1, report
@@ -391,12 +359,12 @@ def test_mariadb_killed_during_commits(tmp_path: Path, null_home: Path, mariadb:
         finally:
             engine.dispose()
 
-    driver = _start_run(config, env=env)
-    _wait(lambda: archived() >= 2, 120, "two archived models", driver)
+    driver = start_run(config, env=env)
+    wait_for(lambda: archived() >= 2, 120, "two archived models", driver)
     crash_server(mariadb)
     time.sleep(3)
     mariadb.start()
-    code, output = _finish(driver, 220)
+    code, output = finish_run(driver, 220)
     assert code == 0, output
     summary = assert_consistent(config, env=env, models=8)
     assert sum(summary["model_ok"].values()) == 8  # each model computed successfully exactly once
@@ -425,12 +393,12 @@ def test_sqlite_lock_storm(tmp_path: Path, null_home: Path) -> None:
         finally:
             connection.close()
 
-    driver = _start_run(config)
-    _wait(lambda: _count(db, "select count(*) from jobs"), 120, "the grid registered", driver)
+    driver = start_run(config)
+    wait_for(lambda: _count(db, "select count(*) from jobs"), 120, "the grid registered", driver)
     stormer = threading.Thread(target=storm)
     stormer.start()
     try:
-        code, output = _finish(driver, 220)
+        code, output = finish_run(driver, 220)
     finally:
         stop.set()
         stormer.join(30)
@@ -447,8 +415,8 @@ def test_worker_killed_mid_model(tmp_path: Path, null_home: Path) -> None:
     """SIGKILL of the Dask worker process running a model: the model runs again elsewhere, once."""
     home = slow_null_home(tmp_path, null_home, 3)
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home))
-    driver = _start_run(config)
-    steps = _wait(lambda: processes.kosma_steps(tmp_path / "scratch"), 120, "a model running", driver)
+    driver = start_run(config)
+    steps = wait_for(lambda: processes.kosma_steps(tmp_path / "scratch"), 120, "a model running", driver)
     step, worker, _ = steps[0]
     os.kill(worker, signal.SIGKILL)
     # The killed worker's KOSMA-tau step dies with it (parent-death signal), long before its 3 s are up.
@@ -456,7 +424,7 @@ def test_worker_killed_mid_model(tmp_path: Path, null_home: Path) -> None:
     while time.monotonic() < deadline and processes.running(step):
         time.sleep(0.05)
     assert not processes.running(step), "the killed worker's KOSMA-tau step still runs"
-    code, output = _finish(driver)
+    code, output = finish_run(driver)
     assert code == 0, output
     summary = assert_consistent(config, models=MODELS)
     assert sum(summary["model_runs"].values()) >= MODELS + 1, summary  # the killed run was redone
@@ -470,12 +438,12 @@ def test_worker_killed_between_model_and_archival(tmp_path: Path, null_home: Pat
     home = slow_null_home(tmp_path, null_home, 3)
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home, cluster={"n_workers": 1}))
     db = tmp_path / "ledger.sqlite"
-    driver = _start_run(config)
-    waiting = _wait(lambda: _computed_waiting_for_archival(db), 120, "a computed job waiting for its archival", driver)
+    driver = start_run(config)
+    waiting = wait_for(lambda: _computed_waiting_for_archival(db), 120, "a computed job waiting for its archival", driver)
     workers = processes.spawned_children(driver.pid)
     assert len(workers) == 1, workers
     os.kill(workers[0], signal.SIGKILL)
-    code, output = _finish(driver)
+    code, output = finish_run(driver)
     assert code == 0, output
     summary = assert_consistent(config, models=MODELS)
     computed_name = waiting[0][1]
@@ -488,11 +456,11 @@ def test_scratch_deleted_before_archival(tmp_path: Path, null_home: Path) -> Non
     home = slow_null_home(tmp_path, null_home, 3)
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home, cluster={"n_workers": 1}))
     db = tmp_path / "ledger.sqlite"
-    driver = _start_run(config)
-    waiting = _wait(lambda: _computed_waiting_for_archival(db), 120, "a computed job waiting for its archival", driver)
+    driver = start_run(config)
+    waiting = wait_for(lambda: _computed_waiting_for_archival(db), 120, "a computed job waiting for its archival", driver)
     _job_id, name, staged = waiting[0]
     shutil.rmtree(staged)
-    code, output = _finish(driver)
+    code, output = finish_run(driver)
     assert code == 0, output
     summary = assert_consistent(config, models=MODELS)
     assert summary["model_ok"][name] == 2, summary  # its outputs were gone: computed again
@@ -526,11 +494,11 @@ def test_executable_missing_mid_run(tmp_path: Path, null_home: Path) -> None:
     home = slow_null_home(tmp_path, null_home, 1)
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home, cluster={"n_workers": 1}))
     db = tmp_path / "ledger.sqlite"
-    driver = _start_run(config)
-    _wait(lambda: _count(db, "select count(*) from jobs where state='archived'"), 120, "a first archived model", driver)
+    driver = start_run(config)
+    wait_for(lambda: _count(db, "select count(*) from jobs where state='archived'"), 120, "a first archived model", driver)
     (home / "pdrexe").rename(home / "pdrexe.away")
     try:
-        code, output = _finish(driver)
+        code, output = finish_run(driver)
     finally:
         (home / "pdrexe.away").rename(home / "pdrexe")
     assert code == 1, output
@@ -552,8 +520,8 @@ def test_driver_kill_9_mid_archival_then_resume(tmp_path: Path, null_home: Path)
     home = slow_null_home(tmp_path, null_home, 0.5, pad_bytes=40_000_000)  # a 40 MB file: a wide window
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home, cluster={"n_workers": 1}))
     archive = tmp_path / "archive"
-    driver = _start_run(config)
-    _wait(lambda: [p for p in files_under(archive) if ".pdrflow-" in p.name], 120, "an archival writing", driver)
+    driver = start_run(config)
+    wait_for(lambda: [p for p in files_under(archive) if ".pdrflow-" in p.name], 120, "an archival writing", driver)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     partial_at_kill = [p for p in files_under(archive) if ".pdrflow-" in p.name]
@@ -562,42 +530,3 @@ def test_driver_kill_9_mid_archival_then_resume(tmp_path: Path, null_home: Path)
     assert partial_at_kill, "the kill did not land mid-archival"
     summary = assert_consistent(config, models=MODELS)
     assert set(summary["model_ok"].values()) == {1}  # no model computed twice
-
-
-@pytest.fixture(scope="module")
-def slurm() -> Iterator[Any]:
-    from services.slurm import start_slurm
-
-    cluster = start_slurm()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.mark.timeout(420)
-def test_slurm_walltime_reached(tmp_path: Path, null_home: Path, slurm: Any) -> None:
-    """SLURM itself ends a worker job at its time limit (state TIMEOUT) in the middle of a model.
-
-    test_slurm.py's walltime test covers pdrflow's own retirement before the walltime (--lifetime);
-    here the walltime is really reached: the job's limit is cut to 1 minute while it runs, as when
-    a site shortens it or the lifetime estimate is wrong, so SLURM kills the worker mid-model."""
-    from test_slurm import _slurm_config
-
-    home = slow_null_home(tmp_path, null_home, 15)
-    document = _slurm_config(tmp_path, home, max_jobs=1)
-    document["grid"]["fuv"] = [1.0, 10.0, 100.0]  # 6 models of 15 s on one worker: longer than the limit
-    config = write_config(tmp_path / "run.yaml", document)
-    db = tmp_path / "ledger.sqlite"
-    driver = _start_run(config, env={"SLURM_CONF": str(slurm.conf)})
-    rows = _wait(lambda: ledger_rows(db, "select slurm_job_id from attempts where kind='model' and "
-                                         "outcome='running' and slurm_job_id is not null"),
-                 180, "a model running in a worker job", driver)
-    victim = rows[0][0]
-    assert slurm.run("scontrol", "update", f"JobId={victim}", "TimeLimit=1").returncode == 0
-    code, output = _finish(driver, 380)
-    assert code == 0, output
-    log = (slurm.directory / "jobcomp.log").read_text()
-    assert f"JobId={victim} " in log and "JobState=TIMEOUT" in log.split(f"JobId={victim} ")[1].split("\n")[0]
-    summary = assert_consistent(config, models=6)
-    assert sum(summary["model_runs"].values()) >= 7, summary  # the model cut by the walltime ran again
-    assert set(summary["model_ok"].values()) == {1}
-    assert ledger_rows(db, "select count(*) from worker_jobs")[0][0] >= 2  # the timed-out job was replaced

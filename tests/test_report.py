@@ -31,8 +31,7 @@ from pdrflow.results import ModelNotArchived, ResultsError, open_archive
 from pdrflow.storage.base import StorageError, sha256_file
 from pdrflow.storage.local import LocalStorage
 
-# xdist_group: under pytest-xdist one worker runs the whole module, so the grid below is built once, not per worker
-pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("report")]
+pytestmark = pytest.mark.timeout(240)  # conftest.py runs this module on one xdist worker: one grid
 
 GRID = "reportgrid"
 SPECIES = ["CO", "C+", "C"]  # no O: the [OI] maps must become a note

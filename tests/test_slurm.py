@@ -5,17 +5,28 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import base_config, cli, ledger_rows, status, verify, write_config
+from helpers import (
+    assert_consistent,
+    base_config,
+    cli,
+    finish_run,
+    ledger_rows,
+    slow_null_home,
+    start_run,
+    status,
+    verify,
+    wait_for,
+    write_config,
+)
 from services.slurm import Slurm, start_slurm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,20 +58,12 @@ def _slow_home(tmp_path: Path, null_home: Path, seconds: float) -> Path:
     return home
 
 
+def _wait(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "condition") -> None:
+    wait_for(predicate, timeout, what, interval=0.3)  # predicates here often run squeue: poll gently
+
+
 def _active(slurm: Slurm) -> list[tuple[str, str, str]]:
     return [job for job in slurm.jobs() if job[2] in ("PENDING", "RUNNING", "CONFIGURING")]
-
-
-def _wait(predicate, timeout: float = 90.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except sqlite3.Error:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_grid_on_slurm_workers_is_archived_and_leaves_no_jobs(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
@@ -239,3 +242,31 @@ def test_walltime_shorter_than_the_grid_retires_workers_without_cutting_models(
     # No model was started on a worker retiring within 12 s: none was cut short.
     assert ledger_rows(db, "select count(*) from attempts where kind='model' and outcome != 'ok'") == [(0,)]
     assert verify(path)["returncode"] == 0
+
+
+@pytest.mark.timeout(420)
+def test_walltime_reached_mid_model_reruns_the_model(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
+    """SLURM itself ends a worker job at its time limit (state TIMEOUT) in the middle of a model.
+
+    The test above covers pdrflow's own retirement before the walltime (--lifetime);
+    here the walltime is really reached: the job's limit is cut to 1 minute while it runs, as when
+    a site shortens it or the lifetime estimate is wrong, so SLURM kills the worker mid-model."""
+    home = slow_null_home(tmp_path, null_home, 15)
+    document = _slurm_config(tmp_path, home, max_jobs=1)
+    document["grid"]["fuv"] = [1.0, 10.0, 100.0]  # 6 models of 15 s on one worker: longer than the limit
+    config = write_config(tmp_path / "run.yaml", document)
+    db = tmp_path / "ledger.sqlite"
+    driver = start_run(config, env={"SLURM_CONF": str(slurm.conf)})
+    rows = wait_for(lambda: ledger_rows(db, "select slurm_job_id from attempts where kind='model' and "
+                                         "outcome='running' and slurm_job_id is not null"),
+                 180, "a model running in a worker job", driver)
+    victim = rows[0][0]
+    assert slurm.run("scontrol", "update", f"JobId={victim}", "TimeLimit=1").returncode == 0
+    code, output = finish_run(driver, 380)
+    assert code == 0, output
+    log = (slurm.directory / "jobcomp.log").read_text()
+    assert f"JobId={victim} " in log and "JobState=TIMEOUT" in log.split(f"JobId={victim} ")[1].split("\n")[0]
+    summary = assert_consistent(config, models=6)
+    assert sum(summary["model_runs"].values()) >= 7, summary  # the model cut by the walltime ran again
+    assert set(summary["model_ok"].values()) == {1}
+    assert ledger_rows(db, "select count(*) from worker_jobs")[0][0] >= 2  # the timed-out job was replaced
