@@ -1,6 +1,6 @@
 """Run every benchmark; write benchmarks/results/latest.json and latest.md.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only orchestration,recovery,ledger,sftp]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only orchestration,recovery,ledger,sftp,report]
 
 Each benchmark is a script of its own that prints one JSON document and already compares its
 contenders side by side in one run (interleaved samples); this runs them one after the other in
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name: (full arguments,
     "ledger": (["bench_ledger.py"], ["bench_ledger.py", "--sizes", "1000", "10000", "--rss-seconds", "0",
                                      "--skip-postgresql"]),
     "sftp": (["bench_sftp.py"], ["bench_sftp.py", "--size-mb", "20", "--repeat", "1"]),  # RTTs 0 and 20 ms
+    "report": (["bench_report.py"], ["bench_report.py", "--densities", "2", "--fuv", "2", "--repeat", "1"]),
 }
 
 
@@ -186,7 +187,18 @@ def _sftp(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-RENDER = {"orchestration": _orchestration, "recovery": _recovery, "ledger": _ledger, "sftp": _sftp}
+def _report(result: dict[str, Any]) -> list[str]:
+    local = result["local"]
+    lines = [f"Reading {local['models']} archived stand-in models back for `pdrflow report` (structure file and "
+             f"{len(result['onion_species'])} line tables each, sha256-checked, parsed); s, median:", ""]
+    columns = [("local directory", local), *((f"SFTP, {r['rtt_ms']} ms RTT", r) for r in result["sftp"])]
+    rows = [[name, *(c["seconds"][name] for _, c in columns)] for name in ("one_at_a_time", "concurrent")]
+    rows.append(["speed-up", *(c["speedup"] for _, c in columns)])
+    return lines + _table(["contender", *(title for title, _ in columns)], rows)
+
+
+RENDER = {"orchestration": _orchestration, "recovery": _recovery, "ledger": _ledger, "sftp": _sftp,
+          "report": _report}
 
 
 def markdown(document: dict[str, Any]) -> str:
