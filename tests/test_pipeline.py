@@ -269,3 +269,38 @@ def test_workers_run_without_the_profiler_on_interpreters_that_deadlock(tmp_path
             Client(cluster) as client:
         enabled = client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
     assert set(enabled.values()) == {settings.get("distributed.worker.profile.enabled", True)}
+
+
+def test_a_run_task_dask_runs_again_after_losing_its_result_hands_back_the_staged_model(
+    tmp_path: Path, null_home: Path
+) -> None:
+    """Dask runs a finished task again when the worker holding its result died before the driver
+    fetched it. The model is computed and staged by then: the second run hands back its manifest
+    (pinned to the worker that runs it) without computing it again; staged outputs gone → computed again."""
+    import shutil
+
+    from pdrflow.config import load_config
+    from pdrflow.driver import plan_run
+    from pdrflow.ledger.open import open_ledger
+    from pdrflow.tasks.run import run_model
+    from pdrflow.tasks.types import ModelJob
+
+    config = load_config(write_config(tmp_path / "run.yaml", base_config(tmp_path, home=null_home)))
+    plan = plan_run(config)
+    ledger = open_ledger(config.database)
+    try:
+        ledger.register_grid(config.grid.name, plan.specs.values())
+        job = ledger.jobs(config.grid.name)[0]
+        model = ModelJob(job.id, plan.specs[job.model_hash])
+        first = run_model(model, plan.settings)
+        again = run_model(model, plan.settings)
+        assert again.files == first.files and again.scratch_dir == first.scratch_dir
+        assert ledger.job(job.id).state == "computed"
+        db = tmp_path / "ledger.sqlite"
+        assert ledger_rows(db, "select count(*) from attempts where kind='model'") == [(1,)]
+        shutil.rmtree(first.scratch_dir)  # the staged outputs went with the worker's node
+        third = run_model(model, plan.settings)
+        assert third.scratch_dir != first.scratch_dir and ledger.job(job.id).state == "computed"
+        assert ledger_rows(db, "select count(*) from attempts where kind='model' and outcome='ok'") == [(2,)]
+    finally:
+        ledger.close()

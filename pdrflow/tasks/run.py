@@ -8,6 +8,7 @@ and inputs. Returns the manifest of staged outputs; the archival is a separate t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gzip
 import os
@@ -29,6 +30,7 @@ from ..config import default_scratch_root
 from ..errors import ModelFailed
 from ..kosma import layout
 from ..kosma.inputs import CHEM_RATES_LINK, render_pdr_config_json, render_pdrnew_inp
+from ..ledger.schema import JobState
 from ..storage.base import sha256_file
 from .resources import remaining_lifetime, task_ledger, tracked_process_group, worker_name
 from .types import MANIFEST_FILE, Manifest, ModelJob, RunSettings, StagedFile
@@ -205,8 +207,32 @@ def collect_manifest(job: ModelJob, settings: RunSettings, scratch: Path, proven
                     provenance)
 
 
+def _already_computed(job: ModelJob, settings: RunSettings) -> Manifest | None:
+    """The manifest of a model this task already computed, when Dask runs the task again.
+
+    Dask re-runs a finished task whose result it lost: the worker holding it died before the
+    driver fetched it. The model is computed and staged then; its outputs are archived, not
+    computed again, if they can be read from here (same host or shared scratch). If they cannot,
+    the job goes back to pending and the model runs again below.
+    """
+    with task_ledger(settings) as ledger:
+        ref = ledger.job(job.job_id)
+        if ref.state != JobState.COMPUTED:
+            return None
+        staged = Path(ref.staged_dir) / MANIFEST_FILE if ref.staged_dir else None
+        if staged is not None and staged.is_file():
+            # this worker reads the staged files now: the archival is pinned here, not to the dead worker
+            return dataclasses.replace(Manifest.from_json(staged.read_text()), host=socket.gethostname(),
+                                       worker=worker_name())
+        ledger.requeue(job.job_id, "the staged outputs of a lost run cannot be read here: computing again")
+    return None
+
+
 def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
     """The Dask task. Raises ModelFailed (job ``failed_model``) when a step fails."""
+    computed = _already_computed(job, settings)
+    if computed is not None:
+        return computed
     remaining = remaining_lifetime()
     if job.needs_seconds is not None and remaining is not None and remaining < job.needs_seconds:
         # This worker retires before the model could finish: let the scheduler place it elsewhere.
