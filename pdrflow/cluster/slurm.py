@@ -123,16 +123,22 @@ class Watchdog:
                 self.lease.end_worker_job(SCHEDULER, job_id)
         return orphans
 
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now - self._last < WATCH_INTERVAL:
-            return
-        self._last = now
+    def record_new_jobs(self) -> dict[str, str]:
+        """Worker jobs SLURMCluster submitted since the last look go into the ledger now (it costs no
+        squeue call), so that a driver killed a moment later leaves none that the next one cannot cancel."""
         jobs = {name: job.job_id for name, job in list(self.cluster.workers.items()) if getattr(job, "job_id", None)}
         for job_id in set(jobs.values()) - self.known:
             self.known.add(job_id)
             if self.lease is not None:
                 self.lease.record_worker_job(SCHEDULER, job_id)
+        return jobs
+
+    def __call__(self) -> None:
+        jobs = self.record_new_jobs()
+        now = time.monotonic()
+        if now - self._last < WATCH_INTERVAL:
+            return
+        self._last = now
         if not jobs:
             return
         queued = _slurm("squeue", "-h", "-o", "%i %T", "-j", ",".join(jobs.values()))
@@ -202,5 +208,6 @@ def slurm_cluster(config: SlurmClusterConfig, lease: GridLease | None) -> Iterat
         finally:
             client.close()
     finally:
+        watchdog.record_new_jobs()  # a grid shorter than one watch interval still records its jobs
         cluster.close()
         watchdog.close()
