@@ -98,6 +98,9 @@ class GridConfig(_Section):
     fuv_tenthdex: list[Scalar] | None = None  # predecessor: "10" = 10^1.0
     parameters: dict[str, ScalarOrList] = {}  # any KOSMA-tau parameter, fixed or varied
     abundances: dict[str, Scalar] = {}  # element fractions overriding the defaults
+    # "pdrflow": a value between tenth-dex steps gets a disambiguated name (34.7712);
+    # "predecessor": rounded tenth-dex names as pdr_run gave them (to continue an old grid).
+    naming: Literal["pdrflow", "predecessor"]
 
 
 class KosmaTauConfig(_Section):
@@ -111,6 +114,10 @@ class KosmaTauConfig(_Section):
     network_species: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9+\-*]*$", max_length=40)]] | None
     pdr_timeout: float = Field(gt=0)
     onion_timeout: float = Field(gt=0)
+    pdrnew_template: Path | None  # PDRNEW.INP template with KT_VAR<name>_ placeholders; null: pdrflow's own
+    json_template: Path | None  # pdr_config.json template (JSON, // comments allowed); null: pdrflow's own
+    model_grid: bool  # true: write the *MODEL GRID <name> line (the code must then run as PDR_GRID.JOB)
+    required_outputs: list[str]  # scratch-relative outputs a run must write; the others are archived if present
 
     @field_validator("onion_species", "network_species")
     @classmethod

@@ -155,6 +155,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             data[section][key] = str(base / Path(value).expanduser())
 
     resolve("kosma_tau", "home")
+    resolve("kosma_tau", "pdrnew_template")
+    resolve("kosma_tau", "json_template")
     resolve("scratch", "root")
     if data["storage"].get("kind") == "local":
         resolve("storage", "root")

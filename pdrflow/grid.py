@@ -7,10 +7,13 @@ Two notations, told apart by the key, never guessed:
 Nothing is evaluated: a value is parsed by a regular expression or refused.
 
 Archive names follow the contract, ``<metal>_<dens>_<mass>_<chi>_00`` in tenth-dex integers
-(``100_30_-10_10_00``). A physical value that is not a whole number of tenth-dex gets a
-disambiguated component with four decimals (3e3 cm^-3 → ``34.7712``) instead of a rounded,
-misleading one; a parameter varied besides the four axes is appended as ``_<name><value>``.
-Two models of one grid that would still share a name are refused.
+(``100_30_-10_10_00``), a zero component written ``00`` as existing archives have it. A value
+in the predecessor's notation keeps the string as written (``"30"``, ``"30.0"``). A physical value
+that is not a whole number of tenth-dex gets a disambiguated component with four decimals
+(3e3 cm^-3 → ``34.7712``) instead of a rounded, misleading one, unless ``grid.naming`` is
+``predecessor`` (its rounded names, to continue an old grid); a parameter varied besides the four
+axes is appended as ``_<name><value>``. Two models of one grid that would still share a name are
+refused.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from .kosma.parameters import (
     clump_radius_cm,
 )
 
-HASH_SCHEMA = 1
+HASH_SCHEMA = 2  # 2: the input templates are part of a model's identity
 FORTRAN_INT_MAX = 2**31 - 1  # KOSMA-tau reads integers into default (32-bit) Fortran INTEGERs
 _DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _INTEGER = re.compile(r"^[+-]?\d+$")
+_TENTHDEX = re.compile(r"^[+-]?\d{1,9}(\.\d{1,9})?$")  # "30", "-10", "30.0": the predecessor's axis strings
 # axis → (physical key, predecessor key, predecessor scale)
 AXES: dict[str, tuple[str, str]] = {
     "metallicity": ("metallicity", "metallicity_percent"),
@@ -53,11 +57,12 @@ AXES: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class Identity:
-    """What else a model's results depend on: the code and the rate file (sha256)."""
+    """What else a model's results depend on: the code, the rate file and the input templates (sha256)."""
 
     pdr_sha256: str
     onion_sha256: str
     chem_rates_sha256: str
+    inputs_sha256: str  # the PDRNEW.INP and pdr_config.json templates and the grid-mode flag
 
 
 @dataclass(frozen=True)
@@ -130,21 +135,23 @@ def parse_physical(value: object, where: str) -> float:
     raise ConfigError(f"{where}: expected a number, got {shown(value)}")
 
 
-def parse_integer_notation(value: object, where: str) -> int:
+def parse_tenthdex(value: object, where: str) -> tuple[float, str]:
+    """A value in the predecessor's notation: (the number, the string as written for the name)."""
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer string like \"30\", got {shown(value)}")
+        raise ConfigError(f"{where}: expected a string like \"30\", got {shown(value)}")
     if isinstance(value, int):
-        return value
-    # At most 9 digits: 10^(10^8) is out of range anyway, and int() of thousands of digits is refused.
-    if isinstance(value, str) and _INTEGER.match(value.strip()) and len(value.strip()) <= 10:
-        return int(value.strip())
+        return float(value), str(value)
+    # At most 9 digits each side: 10^(10^8) is out of range anyway, and huge int() parses are refused.
+    if isinstance(value, str) and _TENTHDEX.match(value.strip()):
+        return float(value.strip()), value.strip()
     raise ConfigError(
-        f"{where}: expected an integer in tenths of a dex (like \"30\" for 10^3.0), got {shown(value)}; "
+        f"{where}: expected tenths of a dex (like \"30\" for 10^3.0, or \"30.0\"), got {shown(value)}; "
         "use the physical-value key instead for numbers like 1e3"
     )
 
 
-def _axis_values(grid: GridConfig, axis: str) -> list[float]:
+def _axis_values(grid: GridConfig, axis: str) -> list[tuple[float, str]]:
+    """(physical value, name component) of each value of one axis, in the config's order."""
     physical_key, legacy_key = AXES[axis]
     physical = getattr(grid, physical_key)
     legacy = getattr(grid, legacy_key)
@@ -155,32 +162,36 @@ def _axis_values(grid: GridConfig, axis: str) -> list[float]:
     key, raw = (physical_key, physical) if physical is not None else (legacy_key, legacy)
     if not raw:
         raise ConfigError(f"grid.{key}: needs at least one value")
-    values: list[float] = []
+    values: list[tuple[float, str]] = []
     for i, item in enumerate(raw):
         where = f"grid.{key}[{i}]"
         try:
             if key == physical_key:
                 value = parse_physical(item, where)
-            elif axis == "metallicity":
-                value = parse_integer_notation(item, where) / 100.0
+                component = name_component(axis, value, grid.naming) if value > 0.0 else ""
             else:
-                value = 10.0 ** (parse_integer_notation(item, where) / 10.0)
+                notation, component = parse_tenthdex(item, where)
+                value = notation / 100.0 if axis == "metallicity" else 10.0 ** (notation / 10.0)
+                component = "00" if component in ("0", "-0", "+0") else component
         except OverflowError:  # 10.0 ** 9999.9, or a percentage too large for a float
             raise ConfigError(f"{where}: {shown(item)} is out of range") from None
         if value <= 0.0:
             raise ConfigError(f"{where}: must be > 0, got {shown(item)}")
-        values.append(value)
-    if len(set(values)) != len(values):
+        values.append((value, component))
+    if len({value for value, _ in values}) != len(values):
         raise ConfigError(f"grid.{key}: a value is listed twice")
     return values
 
 
-def name_component(axis: str, value: float) -> str:
-    """The archive-name component of one axis value (tenth-dex, or percent for metallicity)."""
+def name_component(axis: str, value: float, naming: str = "pdrflow") -> str:
+    """The archive-name component of one axis value (tenth-dex, or percent for metallicity).
+
+    ``00`` for zero, as existing archives write it. Between tenth-dex steps: four decimals
+    (``pdrflow``), or Python's rounding as the predecessor named it (``predecessor``)."""
     scaled = value * 100.0 if axis == "metallicity" else 10.0 * math.log10(value)
     nearest = round(scaled)
-    if abs(scaled - nearest) <= 1e-6 * max(1.0, abs(scaled)):
-        return str(int(nearest))
+    if naming == "predecessor" or abs(scaled - nearest) <= 1e-6 * max(1.0, abs(scaled)):
+        return str(int(nearest)) if nearest != 0 else "00"
     return f"{scaled:.4f}"
 
 
@@ -251,6 +262,7 @@ def _hash_document(
         "pdr_sha256": identity.pdr_sha256,
         "onion_sha256": identity.onion_sha256,
         "chem_rates_sha256": identity.chem_rates_sha256,
+        "inputs_sha256": identity.inputs_sha256,
     }
 
 
@@ -311,6 +323,39 @@ class _HashTemplate:
         return digest.hexdigest()
 
 
+def model_spec(
+    name: str,
+    axes: Mapping[str, float],
+    parameters: Mapping[str, ParamValue],
+    onion_species: Sequence[str],
+    network_species: Sequence[str],
+    elements: Mapping[str, float],
+    identity: Identity,
+    varied: Mapping[str, ParamValue] | None = None,
+) -> ModelSpec:
+    """One model from a full parameter set (e.g. another tool's record of it), with the model hash
+    the grid expansion gives the same model: taking a model over must not change its identity."""
+    common = GridCommon(
+        parameters=dict(parameters), onion_species=tuple(onion_species), network_species=tuple(network_species),
+        elements=dict(elements),
+    )
+    digest = model_hash(parameters, onion_species, network_species, elements, identity)
+    return ModelSpec(name=name, model_hash=digest, axes=dict(axes), own={}, common=common, varied=dict(varied or {}))
+
+
+def varied_parameters(grid: GridConfig) -> set[str]:
+    """KOSMA-tau parameters that differ between the grid's models (each template must write them)."""
+    varied = {name for name, values in _parameter_choices(grid).items() if len(values) > 1}
+    sizes = {axis: len(_axis_values(grid, axis)) for axis in AXES}
+    for parameter, axes in (("xnsur", ("density",)), ("sint", ("fuv",)), ("zmetal", ("metallicity",)),
+                            ("rtot", ("density", "mass"))):
+        if any(sizes[axis] > 1 for axis in axes):
+            varied.add(parameter)
+    if varied & {"alpha", "rcore"}:
+        varied.add("rtot")
+    return varied
+
+
 def count_models(grid: GridConfig) -> int:
     total = 1
     for axis in AXES:
@@ -320,7 +365,7 @@ def count_models(grid: GridConfig) -> int:
     return total
 
 
-def _check_size(axis_values: Mapping[str, Sequence[float]], choices: Mapping[str, Sequence[ParamValue]],
+def _check_size(axis_values: Mapping[str, Sequence[object]], choices: Mapping[str, Sequence[ParamValue]],
                 limit: int) -> None:
     """Refuse a grid over run.max_models from the axis lengths alone, before any model exists."""
     sizes = [(f"grid.{axis}", len(values)) for axis, values in axis_values.items()]
@@ -349,9 +394,10 @@ def expand_grid(config: Config, identity: Identity) -> Iterator[ModelSpec]:
     )
     own_keys = [*AXIS_PARAMETERS, *varied_names]
     hash_of = _HashTemplate(common, own_keys, identity)
-    components = {axis: {v: name_component(axis, v) for v in values} for axis, values in axis_values.items()}
+    components = {axis: dict(values) for axis, values in axis_values.items()}
+    numbers = [[value for value, _ in values] for values in axis_values.values()]
     seen: dict[str, Mapping[str, float]] = {}
-    for metal, density, mass, fuv in itertools.product(*axis_values.values()):
+    for metal, density, mass, fuv in itertools.product(*numbers):
         for combo in itertools.product(*(choices[name] for name in varied_names)):
             varied = dict(zip(varied_names, combo, strict=True))
             alpha = float(varied.get("alpha", common.parameters["alpha"]))
@@ -376,6 +422,7 @@ def expand_grid(config: Config, identity: Identity) -> Iterator[ModelSpec]:
                 raise ConfigError(
                     f"grid: two models would share the archive name {name!r} ({seen[name]} and {axes}); "
                     "give values that differ by at least 1e-4 dex"
+                    + (" (or grid.naming: pdrflow for names with four decimals)" if grid.naming == "predecessor" else "")
                 )
             seen[name] = axes
             yield ModelSpec(name=name, model_hash=hash_of(own), axes=axes, own=own, common=common, varied=varied)

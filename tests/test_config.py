@@ -29,7 +29,7 @@ BAD_CONFIGS = [
     ("nan", lambda c: _mutate(c, "grid", "mass", [float("nan")]), "grid.mass[0]: nan is not a finite number"),
     ("physical value in tenth-dex key",
      lambda c: {**c, "grid": {**{k: v for k, v in c["grid"].items() if k != "density"}, "density_tenthdex": ["1e3"]}},
-     "grid.density_tenthdex[0]: expected an integer in tenths of a dex"),
+     "grid.density_tenthdex[0]: expected tenths of a dex"),
     ("both notations", lambda c: _mutate(c, "grid", "density_tenthdex", ["30"]),
      "grid.density: give either density or density_tenthdex, not both"),
     ("missing axis", lambda c: {**c, "grid": {k: v for k, v in c["grid"].items() if k != "mass"}},

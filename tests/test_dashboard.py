@@ -30,7 +30,7 @@ from pdrflow.grid import Identity, expand_grid
 from pdrflow.ledger import JobRef, Ledger
 from pdrflow.storage import StoredFile
 
-IDENTITY = Identity("a" * 64, "b" * 64, "c" * 64)
+IDENTITY = Identity("a" * 64, "b" * 64, "c" * 64, "e" * 64)
 GRID = "dashgrid"
 CANARY = "canary-Pw-7f3q!x@y"  # what must never reach the page, the JSON or the log
 CANARY_FORMS = (CANARY, urllib.parse.quote(CANARY, safe=""), urllib.parse.quote_plus(CANARY))  # also URL-encoded

@@ -14,7 +14,7 @@ from pdrflow.grid import Identity, expand_grid, name_component
 from pdrflow.kosma.inputs import fortran_number, render_pdr_config_json, render_pdrnew_inp
 from pdrflow.kosma.parameters import clump_radius_cm
 
-IDENTITY = Identity("a" * 64, "b" * 64, "c" * 64)
+IDENTITY = Identity("a" * 64, "b" * 64, "c" * 64, "e" * 64)
 
 
 def _models(tmp_path: Path, null_home: Path, identity: Identity = IDENTITY, **grid: object) -> list:
@@ -37,13 +37,27 @@ def test_both_notations_give_the_same_models_and_contract_names(tmp_path: Path, 
     assert physical[0].parameters["rtot"] == pytest.approx(2.458e17, rel=1e-3)  # the contract's example
 
 
-def test_leading_zero_tenthdex_is_an_integer_not_a_syntax_error(tmp_path: Path, null_home: Path) -> None:
+def test_leading_zero_tenthdex_is_a_number_kept_as_written_in_the_name(tmp_path: Path, null_home: Path) -> None:
     config = base_config(tmp_path, home=null_home)
     config["grid"] = {"name": "g", "metallicity_percent": ["100"], "density_tenthdex": ["05"],
-                      "mass_tenthdex": ["00"], "fuv_tenthdex": ["10"]}
+                      "mass_tenthdex": ["00"], "fuv_tenthdex": ["10.0"]}
     (model,) = expand_grid(load_config(write_config(tmp_path / "z.yaml", config)), IDENTITY)
-    assert model.name == "100_5_0_10_00"
+    assert model.name == "100_05_00_10.0_00"  # the predecessor's strings, as existing archives name them
     assert model.axes["density"] == pytest.approx(10**0.5)
+    assert model.axes["fuv"] == pytest.approx(10.0)
+
+
+def test_a_zero_component_is_named_00_as_existing_archives_have_it(tmp_path: Path, null_home: Path) -> None:
+    (model,) = _models(tmp_path, null_home, density=[1e3], fuv=[1.0])
+    assert model.name == "100_30_-10_00_00"
+    assert name_component("mass", 1.0) == "00"
+
+
+def test_predecessor_naming_rounds_between_tenth_dex_and_refuses_collisions(tmp_path: Path, null_home: Path) -> None:
+    models = _models(tmp_path, null_home, density=[3e3], fuv=[10], naming="predecessor")
+    assert [m.name for m in models] == ["100_35_-10_10_00"]  # round(34.77)
+    with pytest.raises(ConfigError, match="would share the archive name"):
+        _models(tmp_path, null_home, density=[3e3, 3.1e3], fuv=[10], naming="predecessor")
 
 
 def test_values_between_tenth_dex_get_a_disambiguated_name(tmp_path: Path, null_home: Path) -> None:
@@ -67,8 +81,9 @@ def test_varied_parameters_extend_the_name(tmp_path: Path, null_home: Path) -> N
 def test_model_hash_covers_code_rates_species_and_parameters(tmp_path: Path, null_home: Path) -> None:
     base = _models(tmp_path, null_home, density=[1e3], fuv=[10])[0].model_hash
     assert _models(tmp_path, null_home, density=[1e3], fuv=[10])[0].model_hash == base  # stable
-    for identity in (Identity("d" * 64, "b" * 64, "c" * 64), Identity("a" * 64, "d" * 64, "c" * 64),
-                     Identity("a" * 64, "b" * 64, "d" * 64)):
+    for identity in (Identity("d" * 64, "b" * 64, "c" * 64, "e" * 64), Identity("a" * 64, "d" * 64, "c" * 64, "e" * 64),
+                     Identity("a" * 64, "b" * 64, "d" * 64, "e" * 64),
+                     Identity("a" * 64, "b" * 64, "c" * 64, "d" * 64)):  # the input templates too
         assert _models(tmp_path, null_home, identity, density=[1e3], fuv=[10])[0].model_hash != base
     assert _models(tmp_path, null_home, density=[1e3], fuv=[10], parameters={"tgasc": 51})[0].model_hash != base
     assert _models(tmp_path, null_home, density=[1e3], fuv=[10], abundances={"C": 1e-4})[0].model_hash != base
@@ -92,18 +107,16 @@ def test_rendered_inputs_carry_the_model(tmp_path: Path, null_home: Path) -> Non
     (model,) = _models(tmp_path, null_home, density=[1e4], fuv=[100], parameters={"cosray": 5e-17})
     text = render_pdrnew_inp(model.parameters, model.network_species, model.elements, model.name)
     lines = text.splitlines()
-    assert lines[lines.index("Total H particle density at cloud surface (in 1/cm**3):   XNSUR") + 1] == "1.0e+04"
-    assert lines[lines.index("Strength of radiation field:   SINT") + 1] == "100.0"
-    assert lines[lines.index("Cosmic ray destruction rate (1/sec):   COSRAY") + 1] == "5.0e-17"
-    rtot = float(lines[lines.index("Radius of the cloud (in cm):   RTOT") + 1])
-    assert rtot == clump_radius_cm(1e4, 0.1, 1.5, 0.2)
+    # KOSMA-tau reads by position (1-based lines 7, 15, 17, 19 hold XNSUR, RTOT, SINT, COSRAY)
+    assert (lines[6], lines[16], lines[18]) == ("1.0e+04", "100.0", "5.0e-17")
+    assert float(lines[14]) == clump_radius_cm(1e4, 0.1, 1.5, 0.2)
+    assert lines[147] == f"*MODEL GRID {model.name}"  # asked for here; blank by default
     assert "CHEMCHECK END   5" in lines and "SPECIES  13CO" in lines
     assert "CARBON       2.34e-04" in lines
     document = json.loads(render_pdr_config_json(model.parameters, model.network_species, model.elements))
-    assert document["physical_params"]["xnsur"] == 1e4
+    assert document["physical_params"]["surface_density"] == 1e4
     assert len(document["dust"]["dust_to_gas_ratio"]) == 10
-    assert document["element_abundances"]["Fe"] == 1.0e-6
-    assert document["chemical_database_file"] == "pdrinpdata/chem_rates.dat"
+    assert document["element_abundances"]["fe"] == 1.0e-6
 
 
 def test_fast_hash_equals_the_canonical_hash_over_all_parameters(tmp_path: Path, null_home: Path) -> None:
@@ -178,5 +191,5 @@ def test_tenthdex_out_of_range_is_refused_not_an_overflow(tmp_path: Path, null_h
         list(expand_grid(loaded, IDENTITY))
     config["grid"]["density_tenthdex"] = ["30"]
     loaded = load_config(write_config(tmp_path / "t.yaml", config))
-    with pytest.raises(ConfigError, match=r"grid.fuv_tenthdex\[0\]: expected an integer in tenths of a dex"):
+    with pytest.raises(ConfigError, match=r"grid.fuv_tenthdex\[0\]: expected tenths of a dex"):
         list(expand_grid(loaded, IDENTITY))

@@ -170,7 +170,7 @@ CASES: list[Case] = [
     Case("tenth-dex out of range", _legacy("density_tenthdex", ["99999"]),
          "grid.density_tenthdex[0]: '99999' is out of range"),
     Case("tenth-dex written as 1e3", _legacy("density_tenthdex", ["1e3"]),
-         "grid.density_tenthdex[0]: expected an integer in tenths of a dex"),
+         "grid.density_tenthdex[0]: expected tenths of a dex"),
     Case("metallicity percent 10^400", _legacy("metallicity_percent", [10**400]), "is out of range"),
     Case("empty axis", _grid(fuv=[]), "grid.fuv: needs at least one value"),
     Case("duplicate axis values", _grid(fuv=[10, "1e1"]), "grid.fuv: a value is listed twice"),

@@ -13,7 +13,7 @@ from pdrflow.grid import Identity, expand_grid
 from pdrflow.ledger import JobState, Ledger
 from pdrflow.storage import StoredFile
 
-IDENTITY = Identity("a" * 64, "b" * 64, "c" * 64)
+IDENTITY = Identity("a" * 64, "b" * 64, "c" * 64, "e" * 64)
 
 
 @pytest.fixture

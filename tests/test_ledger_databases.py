@@ -125,7 +125,8 @@ def test_concurrent_archival_commits_lose_and_duplicate_nothing(tmp_path: Path, 
     config = load_config(write_config(tmp_path / "c.yaml", base_config(tmp_path, home=null_home)))
     grid = config.grid.model_copy(update={"density": [float(10**k) for k in range(2, 7)],
                                           "fuv": [float(10**k) for k in range(10)]})
-    specs = list(expand_grid(config.model_copy(update={"grid": grid}), Identity("a" * 64, "b" * 64, "c" * 64)))
+    identity = Identity("a" * 64, "b" * 64, "c" * 64, "e" * 64)
+    specs = list(expand_grid(config.model_copy(update={"grid": grid}), identity))
     assert len(specs) == 50
     setup = Ledger(database["direct"])
     setup.register_grid("g", specs)
@@ -218,7 +219,7 @@ def test_dashboard_reads_each_backend_through_a_read_only_session(
                                       base_config(tmp_path, home=null_home, database={"url": database["url"]})))
     ledger = Ledger(database["direct"])
     try:
-        ledger.register_grid(config.grid.name, expand_grid(config, Identity("a" * 64, "b" * 64, "c" * 64)))
+        ledger.register_grid(config.grid.name, expand_grid(config, Identity("a" * 64, "b" * 64, "c" * 64, "e" * 64)))
     finally:
         ledger.close()
     engine = read_only_engine(config.database)

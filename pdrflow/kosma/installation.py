@@ -15,6 +15,8 @@ from ..config import KosmaTauConfig
 from ..errors import ConfigError, shown
 from ..grid import Identity
 from ..storage.base import sha256_file
+from .inputs import load_input_templates
+from .templates import InputTemplates
 
 STANDIN_PDR = "pdrflow-standin-pdrexe"
 STANDIN_ONION = "pdrflow-standin-onionexe"
@@ -30,6 +32,7 @@ class Installation:
     chem_rates: Path
     standin: bool
     identity: Identity
+    templates: InputTemplates
 
     def onion_input(self, species: str) -> Path:
         return self.home / "onioninpdata" / f"ONION3.INP.{species}"
@@ -94,15 +97,17 @@ def _resolve_installation(config: KosmaTauConfig) -> Installation:
             raise ConfigError(
                 f"kosma_tau.onion_species: no onion input {home / 'onioninpdata' / f'ONION3.INP.{species}'}"
             )
+    templates = load_input_templates(config.pdrnew_template, config.json_template, config.model_grid)
     try:
         identity = Identity(
             pdr_sha256=sha256_file(pdr)[1],
             onion_sha256=sha256_file(onion)[1],
             chem_rates_sha256=sha256_file(chem_rates)[1],
+            inputs_sha256=templates.sha256,
         )
     except OSError as exc:
         raise ConfigError(f"kosma_tau: cannot read {exc.filename}: {exc.strerror}") from None
-    return Installation(home, pdr, onion, helpers, chem_rates, config.standin, identity)
+    return Installation(home, pdr, onion, helpers, chem_rates, config.standin, identity, templates)
 
 
 @dataclass(frozen=True)

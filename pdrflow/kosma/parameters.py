@@ -1,8 +1,9 @@
 """The KOSMA-tau input parameters: names, types, defaults and where each goes.
 
-This table is the contract of ``PDRNEW.INP`` and ``pdr_config.json`` (see
-docs/kosma-tau-contract.md). Defaults are the values KOSMA-tau users got from the
-predecessor tool, so that an unchanged config reproduces their models.
+Where each value goes in ``PDRNEW.INP`` and ``pdr_config.json`` is the business of the templates
+(``kosma/templates/``); this table names the parameters, their types and defaults. Defaults are
+the values KOSMA-tau users got from the predecessor tool, so that an unchanged config reproduces
+their models (tests check them against the predecessor's rendered files).
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
     _p("Xhtry", float, 1e6, "numerical_params"),
     _p("rtol_iter", float, 3e-2, "numerical_params"),
     _p("Niter", int, 60, "numerical_params"),
-    _p("step1", int, 100, "numerical_params"),
-    _p("step2", int, 200, "numerical_params"),
+    _p("step1", float, 100.0, "numerical_params"),  # REAL in KOSMA-tau (ZTOT/STEP1)
+    _p("step2", float, 200.0, "numerical_params"),
     _p("ihdfout", int, 4, "numerical_params"),
     _p("dbglvl", int, 0, "numerical_params"),
 )
@@ -136,12 +137,25 @@ ELEMENTS: Final[tuple[tuple[str, str | None, float], ...]] = (
     ("Fe", "IRON", 1.0e-6),
 )
 ELEMENT_DEFAULTS: Final = {key: value for key, _, value in ELEMENTS}
+# Mass number of each element: templates name an abundance KT_VARelfrac<A>_ (elfrac12 = carbon),
+# as the predecessor's database columns do.
+ELEMENT_MASS_NUMBERS: Final = {
+    "He": 4, "C": 12, "13C": 13, "N": 14, "O": 16, "18O": 18, "F": 19, "Ne": 20, "Na": 23, "Mg": 24, "Al": 27,
+    "Si": 28, "P": 31, "S": 32, "Cl": 35, "K": 39, "Ar": 40, "Ca": 41, "Fe": 56,
+}
 
 DEFAULT_ONION_SPECIES: Final = ("CO", "C+", "C", "O", "13C+", "13C", "13CO", "OH", "CH+", "HCO+", "H13CO+")
+# The predecessor's network (gas phase, then ices as J...), in its order: the order matters to the
+# chemistry code, and 105 species is what existing grids were computed with.
 DEFAULT_NETWORK_SPECIES: Final = (
-    "H+", "H2+", "H3+", "HE+", "HE", "C", "CH", "CO", "C+", "CH+", "CH2+", "CO+", "HCO+", "13C", "13CH", "13CO",
-    "13C+", "13CH+", "13CH2+", "13CO+", "H13CO+", "O", "OH", "H2O", "O2", "O+", "OH+", "H2O+", "H3O+", "S", "S+", "HS",
-    "HS+", "H2S+", "CS", "HCS+", "SO", "SO+", "CH2", "CH3+",
+    "HE+", "HE", "H+", "H2+", "H3+", "C", "CH", "C+", "CH+", "CH2+", "CH2", "CH3+", "CH3", "CH4+", "CH4", "CH5+",
+    "CN", "CN+", "HCN", "HCN+", "CO", "CO+", "HCO+", "HCO", "CO2", "CO2+", "H2CO", "H2CO+", "13C", "13CH", "13CO",
+    "13C+", "13CH+", "13CH2+", "13CO+", "H13CO+", "N", "N2", "N2+", "N2H+", "NO", "NO+", "O", "O+", "OH", "OH+",
+    "H2O", "H2O+", "H3O+", "O2", "O2+", "18O", "C18O", "13C18O", "O18O", "O18O+", "18OH", "18OH+", "H218O",
+    "H218O+", "H318O+", "SO", "SO+", "SO2", "SO2+", "HSO2+", "S", "S+", "SI", "SI+", "SIH", "SIH+", "SIH2+", "SIO",
+    "SIO+", "SIOH+", "CH3OH+", "CH3O", "CH3OH", "H2O2", "JH", "JC", "JCH", "JCH2", "JCH3", "JCH4", "JCN", "JHCN",
+    "JCO", "JHCO", "JCO2", "JH2CO", "JCH3O", "JCH3OH", "JN", "JN2", "JNO", "JO", "JOH", "JH2O", "JH2O2", "JO2",
+    "JSO", "JSO2", "JS",
 )
 
 
