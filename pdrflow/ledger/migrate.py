@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 SCRIPT_LOCATION = "pdrflow.ledger:migrations"
-SCHEMA_REVISION = "0002"  # the newest script in migrations/versions (a test checks they agree)
+SCHEMA_REVISION = "0003"  # the newest script in migrations/versions (a test checks they agree)
 
 
 def _config() -> AlembicConfig:

@@ -39,6 +39,7 @@ ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 class AttemptKind(enum.StrEnum):
     MODEL = "model"
     ARCHIVE = "archive"
+    ADOPT = "adopt"  # files another tool archived, taken over by `pdrflow migrate` (no model run)
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -96,6 +97,8 @@ class Job(Base):
     staged_dir: Mapped[str | None] = mapped_column(Text)  # scratch dir holding the outputs to archive
     staged_host: Mapped[str | None] = mapped_column(String(255))
     provenance: Mapped[dict[str, Any] | None]
+    # Expected outputs the run did not write (optional ones only: a missing required one fails the model).
+    missing_outputs: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -119,6 +122,9 @@ class Attempt(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     slurm_job_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    # An archival's files (archive path -> sha256), written before any byte is uploaded: a file at a
+    # final path with one of these digests was put there by pdrflow, even if the commit never happened.
+    planned_files: Mapped[dict[str, Any] | None]
 
 
 class DriverLease(Base):
@@ -161,3 +167,25 @@ class ArchivedFile(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     archived_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PreexistingFile(Base):
+    """A file found at one of a job's archive paths that pdrflow did not write (e.g. by the predecessor).
+
+    Recorded by ``pdrflow migrate`` for models it could not adopt. When the job is archived, such a
+    file is moved aside under the grid (``moved_to``), never deleted or overwritten.
+    """
+
+    __tablename__ = "preexisting_files"
+    __table_args__ = (UniqueConstraint("job_id", "path", name="uq_preexisting_job_path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    path: Mapped[str] = mapped_column(String(512))  # archive-relative, where it was found
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the bytes found
+    recorded_sha256: Mapped[str | None] = mapped_column(String(64))  # what the other tool recorded, if any
+    origin: Mapped[str] = mapped_column(String(100))  # who wrote it, e.g. "pdr_run"
+    found_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    moved_to: Mapped[str | None] = mapped_column(String(1024))  # archive-relative, once moved aside
+    moved_at: Mapped[datetime | None] = mapped_column(DateTime)
