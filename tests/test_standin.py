@@ -30,7 +30,7 @@ from pdrflow.kosma.parameters import (
 )
 from pdrflow.kosma.standin import onion, pdr, standin_home
 from pdrflow.kosma.standin.lines import parse_onion_input
-from pdrflow.kosma.standin.pdrinput import InputError, fortran_float
+from pdrflow.kosma.standin.pdrinput import InputError, fortran_integer, fortran_real
 
 ONION_FILES = ("jerg_{S}.smli", "jerg_{S}.srli", "jtemp_{S}.smli", "jtemp_{S}.smlc", "linebt_{S}.out",
                "ONION3_{S}.OUT")
@@ -318,30 +318,45 @@ def test_bad_knob_values_are_refused(tmp_path: Path, call: Callable[..., tuple])
     assert list((scratch / "pdroutput").iterdir()) == []
 
 
+def set_line(path: Path, number: int, value: str) -> str:
+    """Replace line ``number`` (1-based) of a file; returns the old line. KOSMA-tau reads PDRNEW.INP by position."""
+    lines = path.read_text().splitlines()
+    old, lines[number - 1] = lines[number - 1], value
+    path.write_text("\n".join(lines) + "\n")
+    return old
+
+
 def test_inconsistent_inputs_exit_3(tmp_path: Path, call: Callable[..., tuple]) -> None:
     scratch = make_scratch(tmp_path / "x", 1e3, 10.0)
-    text = (scratch / "PDRNEW.INP").read_text()
-    assert "\n1.0e+03\n" in text
-    (scratch / "PDRNEW.INP").write_text(text.replace("\n1.0e+03\n", "\n2.0e+03\n", 1))
+    inp = scratch / "PDRNEW.INP"
+    original = inp.read_text()
+    assert fortran_real(set_line(inp, 7, "2.0e+03")) == 1e3  # line 7: XNSUR
     done = run("pdr", scratch)
-    assert done.returncode == 3 and "XNSUR" in done.stderr
+    assert done.returncode == 3 and "XNSUR" in done.stderr and "surface_density" in done.stderr
     assert not (scratch / "pdroutput" / "CTRL_IND").exists()
-    for card, value in (("SINT", "11.0"), ("ZMETAL", "0.5")):
-        lines = text.splitlines()
-        lines[next(i for i, line in enumerate(lines) if line.rstrip().endswith(card)) + 1] = value
-        (scratch / "PDRNEW.INP").write_text("\n".join(lines) + "\n")
+    for number, card, value in ((17, "SINT", "11.0"), (23, "ZMETAL", "0.5"), (136, "NITER", "61")):
+        inp.write_text(original)
+        set_line(inp, number, value)
         code, _, err = call(pdr.main, scratch)
-        assert code == 3 and card in err
+        assert code == 3 and card in err and f"line {number}" in err
 
 
 def test_fortran_exponents_and_missing_inputs(tmp_path: Path, call: Callable[..., tuple]) -> None:
-    assert fortran_float("1.0d+03") == fortran_float("1.0D3") == fortran_float("1.0e+03, 2.0") == 1000.0
+    assert fortran_real("1.0d+03") == fortran_real("1.0D3") == fortran_real("1000") == 1000.0
+    for bad in ("abc", "1.0e+03, 2.0"):
+        with pytest.raises(InputError):
+            fortran_real(bad)
     with pytest.raises(InputError):
-        fortran_float("abc")
+        fortran_integer("1.0")
     scratch = make_scratch(tmp_path / "d", 1e3, 10.0)
-    text = (scratch / "PDRNEW.INP").read_text()
-    (scratch / "PDRNEW.INP").write_text(text.replace("\n1.0e+03\n", "\n1.0d+03\n", 1))
+    inp = scratch / "PDRNEW.INP"
+    density = set_line(inp, 7, "1.0d+03")
+    assert fortran_real(density) == 1e3
     assert call(pdr.main, scratch)[0] == 0  # the Fortran exponent is the same number
+    set_line(inp, 29, "1.0")  # IFUVMETH is an INTEGER READ: a real there is a read error, as in Fortran
+    code, _, err = call(pdr.main, scratch)
+    assert code == 2 and "line 29" in err and "IFUVMETH" in err
+    set_line(inp, 29, "1")
     (scratch / CHEM_RATES_LINK).unlink()
     code, _, err = call(pdr.main, scratch)
     assert code == 2 and "chem_rates.dat" in err
@@ -352,7 +367,7 @@ def test_fortran_exponents_and_missing_inputs(tmp_path: Path, call: Callable[...
     assert code == 2 and "pdr_config.json" in err
     (scratch / "pdr_config.json").unlink()
     assert call(pdr.main, scratch)[0] == 2
-    (scratch / "PDRNEW.INP").write_text("nothing useful\n")
+    inp.write_text("nothing useful\n")
     code, _, err = call(pdr.main, scratch)
     assert code == 2 and "PDRNEW.INP" in err
     assert call(pdr.main, scratch, "extra")[0] == 2

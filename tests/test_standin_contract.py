@@ -108,7 +108,12 @@ def test_fault_knobs(tmp_path: Path) -> None:
 
 def test_inconsistent_inputs_are_refused(tmp_path: Path) -> None:
     scratch = _scratch(tmp_path / "x", 1e3, 10.0)
-    text = (scratch / "PDRNEW.INP").read_text().replace("\n1.0e+03\n", "\n2.0e+03\n", 1)
-    (scratch / "PDRNEW.INP").write_text(text)
+    lines = (scratch / "PDRNEW.INP").read_text().splitlines()
+    lines[6] = "2.0e+03"  # line 7, read by position: XNSUR (pdr_config.json still says 1e3)
+    (scratch / "PDRNEW.INP").write_text("\n".join(lines) + "\n")
     done = _run("pdr", scratch)
     assert done.returncode == 3 and "XNSUR" in done.stdout
+    lines[6], lines[7] = lines[7], lines[6]  # value and description swapped: the REAL read of line 7 fails
+    (scratch / "PDRNEW.INP").write_text("\n".join(lines) + "\n")
+    done = _run("pdr", scratch)
+    assert done.returncode == 2 and "line 7" in done.stdout and "XNSUR" in done.stdout
