@@ -1,6 +1,6 @@
 """Render a model's ``PDRNEW.INP`` and ``pdr_config.json`` (the KOSMA-tau input contract).
 
-The layout of both files is the template's (``kosma/templates/`` ships pdrflow's own; a config may
+The layout of both files is the template's (``kosma/shipped_templates/`` ships pdrflow's own; a config may
 name the predecessor's or a group's own). This module only turns values into the text each file
 needs: Fortran list-directed numbers at full precision for ``PDRNEW.INP``, JSON for the other.
 """

@@ -1,7 +1,7 @@
 """The KOSMA-tau input parameters: names, types, defaults and where each goes.
 
 Where each value goes in ``PDRNEW.INP`` and ``pdr_config.json`` is the business of the templates
-(``kosma/templates/``); this table names the parameters, their types and defaults. Defaults are
+(``kosma/shipped_templates/``); this table names the parameters, their types and defaults. Defaults are
 the values KOSMA-tau users got from the predecessor tool, so that an unchanged config reproduces
 their models (tests check them against the predecessor's rendered files).
 """

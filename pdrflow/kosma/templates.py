@@ -1,6 +1,6 @@
 """Input templates in the predecessor's placeholder syntax: ``KT_VAR<name>_`` replaced by a value.
 
-pdrflow ships its own ``PDRNEW.INP`` and ``pdr_config.json`` templates (``templates/``); a group
+pdrflow ships its own ``PDRNEW.INP`` and ``pdr_config.json`` templates (``shipped_templates/``); a group
 that customised the predecessor's templates names theirs in ``kosma_tau.pdrnew_template`` and
 ``kosma_tau.json_template``. Substitution is plain text replacement, never evaluation. A JSON
 template may carry the predecessor's comments and trailing commas; what pdrflow writes is strict
@@ -21,7 +21,7 @@ from ..errors import ConfigError, shown
 from .parameters import ELEMENT_MASS_NUMBERS, PARAMETERS_BY_NAME
 
 TemplateKind = Literal["pdrnew", "json"]
-BUILTIN_DIR = Path(__file__).with_name("templates")
+BUILTIN_DIR = Path(__file__).with_name("shipped_templates")
 BUILTIN_FILES: dict[TemplateKind, str] = {"pdrnew": "PDRNEW.INP.template", "json": "pdr_config.json.template"}
 CONFIG_KEYS: dict[TemplateKind, str] = {"pdrnew": "kosma_tau.pdrnew_template", "json": "kosma_tau.json_template"}
 # A placeholder ends at the first "_" not followed by a name character, so names may hold "_"
