@@ -422,7 +422,7 @@ def expand_grid(config: Config, identity: Identity) -> Iterator[ModelSpec]:
                 raise ConfigError(
                     f"grid: two models would share the archive name {name!r} ({seen[name]} and {axes}); "
                     "give values that differ by at least 1e-4 dex"
-                    + (" (or grid.naming: pdrflow for names with four decimals)" if grid.naming == "predecessor" else "")
+                    + (" (or grid.naming: pdrflow, names with four decimals)" if grid.naming == "predecessor" else "")
                 )
             seen[name] = axes
             yield ModelSpec(name=name, model_hash=hash_of(own), axes=axes, own=own, common=common, varied=varied)

@@ -101,9 +101,11 @@ def pdrnew_differences(ours: str, golden: str, fuvstring: str = "Lyalpha.fuv") -
                 problems.append(f"line {number}: the card {a!r} where the golden has a comment")
         else:
             ta, tb = a.split(), b.split()
-            if ta[:1] != tb[:1] or len(ta) != len(tb) or not all(
-                x == y or (_NUMBER.match(y) and _NUMBER.match(x) and _same_number(x, y)) for x, y in zip(ta, tb)
-            ):
+            same = len(ta) == len(tb) and ta[:1] == tb[:1] and all(
+                x == y or (_NUMBER.match(y) and _NUMBER.match(x) and _same_number(x, y))
+                for x, y in zip(ta, tb, strict=True)
+            )
+            if not same:
                 problems.append(f"line {number}: card {a!r}, the golden has {b!r}")
     return problems
 
@@ -123,7 +125,8 @@ def json_differences(ours: dict[str, Any], golden: dict[str, Any]) -> list[str]:
     problems += [f"key {key} not in the golden" for key in sorted(set(mine) - set(theirs))]
     for key in sorted(set(mine) & set(theirs) - FREE_TEXT_KEYS):
         a, b = mine[key], theirs[key]
-        values = zip(a, b, strict=False) if isinstance(b, list) and isinstance(a, list) and len(a) == len(b) else [(a, b)]
+        same_length_lists = isinstance(b, list) and isinstance(a, list) and len(a) == len(b)
+        values = zip(a, b, strict=True) if same_length_lists else [(a, b)]
         for x, y in values:
             if type(x) is not type(y):
                 problems.append(f"{key}: {x!r} ({type(x).__name__}), the golden has {y!r} ({type(y).__name__})")
