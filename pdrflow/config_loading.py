@@ -244,6 +244,9 @@ def parse_config(user: Any, path: Path) -> Config:
     if not isinstance(user, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {_yaml_kind(user)}")
     unknown = [key for key in user if key not in _SECTIONS]
+    if {"pdr", "model_params"} & set(unknown):
+        raise ConfigError(f"{path}: this is a pdr_run (predecessor) config; translate it, with its database and "
+                          f"archive, by `pdrflow migrate {path} --out NEW_CONFIG`")
     if unknown:
         key = str(unknown[0])[:60]
         raise ConfigError(f"{key}: unknown section{_did_you_mean(key, list(_SECTIONS))}")
