@@ -84,6 +84,10 @@ def cmd_status(config: Config, args: argparse.Namespace, console: Console) -> in
     else:
         console.print(_counts_table(f"grid {config.grid.name}", status.counts))
         console.print(f"attempts: {status.attempts['model']} model runs, {status.attempts['archive']} archivals")
+        if status.jobs_missing_outputs:
+            console.print(f"{status.jobs_missing_outputs} jobs lack optional outputs: "
+                          + ", ".join(f"{name} x{count}" for name, count in status.missing_outputs.items()),
+                          markup=False, soft_wrap=True)
         _print_failures(status, console)
     return EXIT_OK if status.all_archived else EXIT_FAILED
 
@@ -258,6 +262,13 @@ def cmd_show(config: Config, args: argparse.Namespace, console: Console) -> int:
         table.add_row(a["kind"], a["outcome"], a["started_at"], a["ended_at"] or "", a["host"] or "", a["error"] or "")
     console.print(table)
     console.print(f"{len(details['files'])} archived files, {sum(f['size'] for f in details['files'])} bytes")
+    if details["missing_outputs"]:
+        console.print(f"not written by the run (optional outputs): {', '.join(details['missing_outputs'])}",
+                      markup=False, soft_wrap=True)
+    for found in details["preexisting_files"]:
+        where = f"moved aside to {found['moved_to']} at {found['moved_at']}" if found["moved_to"] else "not moved yet"
+        console.print(f"found before pdrflow ({found['origin']}): {found['path']}, {where}", markup=False,
+                      soft_wrap=True)
     return EXIT_OK
 
 
@@ -300,6 +311,40 @@ def cmd_report(config: Config, args: argparse.Namespace, console: Console) -> in
     return EXIT_OK
 
 
+def cmd_migrate(args: argparse.Namespace, console: Console) -> int:
+    from .migrate import Untranslatable, migrate
+
+    try:
+        report = migrate(Path(args.old_config), Path(args.out), args.ledger)
+    except Untranslatable as exc:
+        if args.json:
+            print(json.dumps({"error": "not translatable", "not_translated": [
+                {"key": n.key, "reason": n.text, "matters": n.matters} for n in exc.notes]}, indent=2))
+        print(f"pdrflow: error: {args.old_config}: cannot be migrated; nothing was written:", file=sys.stderr)
+        for note in exc.notes:
+            print(f"  {note}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return report.exit_code
+    console.print(f"wrote {report.out} (grid {report.grid}, ledger {report.ledger})", markup=False)
+    if report.notes:
+        console.print("not carried over (nothing that changes the models):")
+        for note in report.notes:
+            console.print(f"  {note}", markup=False, soft_wrap=True)
+    for entry in report.models:
+        if entry.reason and entry.outcome != "adopted":
+            console.print(f"[yellow]{entry.outcome}[/] {entry.name}: {entry.reason}", soft_wrap=True)
+    console.print(f"adopted {report.count('adopted')}, already archived {report.count('already archived')}, "
+                  f"left to compute {report.count('pending')}"
+                  + (f", not in the new grid {report.count('not in the new grid')}"
+                     if report.count("not in the new grid") else ""))
+    if report.exit_code != EXIT_OK:
+        console.print(f"`pdrflow run {report.out}` computes the models left (their old files are moved aside)",
+                      markup=False)
+    return report.exit_code
+
+
 def _tunnel_hint(link: str) -> str:
     """The ssh line that brings a dashboard on a cluster node to the user's laptop."""
     import getpass
@@ -335,6 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
                                  "the archive")
     report.add_argument("config")
     report.add_argument("--out", type=Path, required=True, help="directory for the PNGs, report.html and values.json")
+    migrate = commands.add_parser(
+        "migrate", help="take over a pdr_run grid: write a pdrflow config, adopt its intact archived models",
+        description="Read a pdr_run config (and its PDR_* environment) and database; write the equivalent pdrflow "
+        "config; adopt every model pdr_run finished whose archived files are all present and match its checksums; "
+        "register the others as pending. Exit 0 all adopted, 1 some left to compute, 2 bad input.")
+    migrate.add_argument("old_config", help="the pdr_run YAML config of the grid")
+    migrate.add_argument("--out", type=Path, required=True, help="the pdrflow config to write (never overwritten)")
+    migrate.add_argument("--ledger", metavar="URL", default=None,
+                         help="database URL of the new ledger (default: SQLite next to --out; password from "
+                         "PDRFLOW_DB_PASSWORD)")
+    migrate.add_argument("--json", action="store_true", help="machine-readable summary")
     db = commands.add_parser("db", help="ledger schema: `upgrade` applies migrations, `current` shows the revision")
     db.add_argument("action", choices=["upgrade", "current"])
     db.add_argument("config")
@@ -352,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dask.config.set(worker_safety_config())
     console = Console(stderr=False, highlight=False)
     try:
+        if args.command == "migrate":  # reads a predecessor config, not a pdrflow one
+            return cmd_migrate(args, console)
         config = load_config(args.config)
         if args.command == "status":
             return cmd_status(config, args, console)

@@ -27,13 +27,13 @@ from .cluster import ClusterHandle, start_cluster
 from .config import Config
 from .dashboard import page_link, register_dashboard
 from .errors import LedgerError, ModelFailed, StorageFailed
-from .grid import ModelSpec, expand_grid
+from .grid import ModelSpec, expand_grid, varied_parameters
 from .kosma.installation import Installation, executable_version, resolve_installation
 from .ledger import JobRef, JobState, Ledger
 from .ledger.lease import GridLease
 from .tasks.archive import archive_job
 from .tasks.resources import WorkerResources, kill_running_models
-from .tasks.run import run_model
+from .tasks.run import check_required_outputs, run_model
 from .tasks.types import ArchiveResult, Manifest, ModelJob, RunSettings
 
 log = logging.getLogger("pdrflow")
@@ -95,6 +95,7 @@ def _duration(manifest: Manifest) -> float:
 def plan_run(config: Config) -> Plan:
     """Everything that can be checked without writing anything (raises ConfigError)."""
     installation = resolve_installation(config.kosma_tau)
+    installation.templates.check_uses(varied_parameters(config.grid))
     specs = {spec.model_hash: spec for spec in expand_grid(config, installation.identity)}
     settings = RunSettings(
         grid=config.grid.name,
@@ -107,6 +108,7 @@ def plan_run(config: Config) -> Plan:
         onion_timeout=config.kosma_tau.onion_timeout,
         database=config.database,
         storage=config.storage,
+        required_outputs=check_required_outputs(config.kosma_tau.required_outputs, config.kosma_tau.onion_species),
     )
     return Plan(installation, specs, settings)
 
@@ -362,7 +364,9 @@ class Driver:
         reason = error.reason if isinstance(error, StorageFailed) else f"archival task lost: {type(error).__name__}"
         self._record_storage_failure(job_id, reason)
         tries = self._archive_tries[job_id] = self._archive_tries.get(job_id, 0) + 1
-        if tries < self.config.run.archive_attempts:
+        # permanent (foreign files at the archive paths): only the user can fix it, a retry would fail the same way
+        permanent = isinstance(error, StorageFailed) and error.permanent
+        if tries < self.config.run.archive_attempts and not permanent:
             delay = self._backoff(tries)
             self.on_event(Event("retry_archive", name, f"{reason}; archiving again in {delay:.1f} s"))
             heapq.heappush(self._delayed, (time.monotonic() + delay, job_id))

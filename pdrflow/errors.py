@@ -30,11 +30,13 @@ class ModelFailed(Exception):
 class StorageFailed(Exception):
     """The archival of a job failed; the job is ``failed_storage`` and may be retried."""
 
-    def __init__(self, job_id: int, reason: str, staged_missing: bool = False) -> None:
-        super().__init__(job_id, reason, staged_missing)
+    def __init__(self, job_id: int, reason: str, staged_missing: bool = False, permanent: bool = False) -> None:
+        super().__init__(job_id, reason, staged_missing, permanent)
         self.job_id = job_id
         self.reason = reason
         self.staged_missing = staged_missing  # True: only a model rerun can recover the job
+        # True: retrying cannot help until the user acts (foreign files at the archive paths)
+        self.permanent = permanent
 
     def __str__(self) -> str:
         return f"job {self.job_id}: {self.reason}"

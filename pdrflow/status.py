@@ -35,6 +35,10 @@ _FAILED_SQL = """
 SELECT j.name, j.state, j.reason, j.metallicity, j.density, j.mass, j.fuv, j.varied
 FROM jobs j JOIN grids g ON j.grid_id = g.id
 WHERE g.name = :grid AND j.state IN ('failed_model', 'failed_storage') ORDER BY j.id"""
+# NULL when a run wrote every expected output (the ledger never stores an empty list): IS NOT NULL everywhere.
+_MISSING_SQL = """
+SELECT j.missing_outputs FROM jobs j JOIN grids g ON j.grid_id = g.id
+WHERE g.name = :grid AND j.missing_outputs IS NOT NULL"""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class GridStatus:
     counts: dict[str, int]
     attempts: dict[str, int]
     failed: list[FailedJob]
+    # optional outputs the runs did not write: output (scratch-relative) -> jobs lacking it
+    missing_outputs: dict[str, int] = field(default_factory=dict)
+    jobs_missing_outputs: int = 0
 
     @property
     def total(self) -> int:
@@ -87,6 +94,7 @@ class GridStatus:
             "counts": self.counts,
             "attempts": self.attempts,
             "failed": [asdict(job) for job in self.failed],
+            "missing_outputs": {"jobs": self.jobs_missing_outputs, "by_output": self.missing_outputs},
             "failure_groups": [
                 {"state": g.state, "cause": g.cause, "count": g.count, "examples": [j.name for j in g.examples]}
                 for g in self.failure_groups()
@@ -171,13 +179,28 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def _count_missing(rows: Iterable[tuple[Any, ...]]) -> tuple[dict[str, int], int]:
+    by_output: dict[str, int] = {}
+    jobs = 0
+    for (value,) in rows:
+        names = json.loads(value) if isinstance(value, str) else value  # SQLite hands JSON back as text
+        if not names:
+            continue
+        jobs += 1
+        for name in names:
+            by_output[name] = by_output.get(name, 0) + 1
+    return dict(sorted(by_output.items(), key=lambda item: (-item[1], item[0]))), jobs
+
+
 def grid_status(database: DatabaseConfig, grid: str) -> GridStatus:
     """The status of ``grid``; an absent SQLite ledger is an empty grid, not an error."""
-    results = _run_queries(database, grid, (_COUNTS_SQL, _ATTEMPTS_SQL, _FAILED_SQL))
+    results = _run_queries(database, grid, (_COUNTS_SQL, _ATTEMPTS_SQL, _FAILED_SQL, _MISSING_SQL))
     if results is None:
         return GridStatus(grid, {}, {"model": 0, "archive": 0}, [])
-    counts, attempts, failed = results
-    return GridStatus(grid, dict(counts), {"model": 0, "archive": 0, **dict(attempts)}, _failed_jobs(failed))
+    counts, attempts, failed, missing = results
+    by_output, jobs_missing = _count_missing(missing)
+    return GridStatus(grid, dict(counts), {"model": 0, "archive": 0, **dict(attempts)}, _failed_jobs(failed),
+                      by_output, jobs_missing)
 
 
 def job_table(database: DatabaseConfig, grid: str) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from .schema import (
     Job,
     JobState,
     Model,
+    PreexistingFile,
     utcnow,
 )
 
@@ -78,6 +79,14 @@ class JobRef:
     model_hash: str
     staged_dir: str | None
     reason: str | None
+
+
+@dataclass(frozen=True)
+class ArchiveClaims:
+    """What the ledger knows about the files at one job's archive paths (before an archival writes)."""
+
+    own: dict[str, frozenset[str]]  # path -> sha256 digests pdrflow wrote or planned there for this job
+    preexisting: dict[str, tuple[int, str]]  # path -> (PreexistingFile id, sha256 found), not moved aside yet
 
 
 @dataclass(frozen=True)
@@ -302,6 +311,8 @@ class Ledger:
             attempts = session.scalars(select(Attempt).where(Attempt.job_id == row.id).order_by(Attempt.id))
             files = session.scalars(select(ArchivedFile).where(ArchivedFile.job_id == row.id)
                                     .order_by(ArchivedFile.path))
+            preexisting = session.scalars(select(PreexistingFile).where(PreexistingFile.job_id == row.id)
+                                          .order_by(PreexistingFile.path))
             return {
                 "id": row.id, "name": row.name, "grid": grid_name, "state": row.state, "reason": row.reason,
                 "model_hash": row.model.model_hash,
@@ -316,6 +327,12 @@ class Ledger:
                     for a in attempts
                 ],
                 "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
+                "missing_outputs": list(row.missing_outputs or []),
+                "preexisting_files": [
+                    {"path": f.path, "size": f.size, "sha256": f.sha256, "origin": f.origin, "moved_to": f.moved_to,
+                     "moved_at": f.moved_at.isoformat() if f.moved_at else None}
+                    for f in preexisting
+                ],
             }
 
     # ---- transitions -----------------------------------------------------------------------
@@ -335,12 +352,13 @@ class Ledger:
         return job
 
     @staticmethod
-    def _finish_attempt(session: Session, attempt_id: int, outcome: AttemptOutcome, error: str | None) -> None:
+    def _finish_attempt(session: Session, attempt_id: int, outcome: AttemptOutcome, error: str | None,
+                        **values: Any) -> None:
         # Core statement on the table: no ORM bulk-update bookkeeping (a few ms per call).
         attempts = cast(Table, Attempt.__table__)
         session.execute(
             update(attempts).where(attempts.c.id == attempt_id)
-            .values(outcome=outcome.value, error=error, ended_at=utcnow())
+            .values(outcome=outcome.value, error=error, ended_at=utcnow(), **values)
         )
 
     @_transient_db_errors
@@ -367,12 +385,14 @@ class Ledger:
     @_transient_db_errors
     def finish_model(
         self, job_id: int, attempt_id: int, *, error: str | None, staged_dir: str | None, host: str,
-        provenance: dict[str, Any],
+        provenance: dict[str, Any], missing_outputs: Sequence[str] = (),
     ) -> None:
+        """``missing_outputs``: optional expected outputs the run did not write (NULL when none, so that
+        counting them is ``IS NOT NULL`` on every backend)."""
         with self._session() as session:
             if error is None:
                 self._move(session, job_id, JobState.COMPUTED, staged_dir=staged_dir, staged_host=host,
-                           provenance=provenance)
+                           provenance=provenance, missing_outputs=list(missing_outputs) or None)
                 self._finish_attempt(session, attempt_id, AttemptOutcome.OK, None)
             else:
                 self._move(session, job_id, JobState.FAILED_MODEL, error, staged_dir=staged_dir, staged_host=host,
@@ -380,13 +400,17 @@ class Ledger:
                 self._finish_attempt(session, attempt_id, AttemptOutcome.FAILED, error)
 
     @_transient_db_errors
-    def start_archive(self, job_id: int, host: str, worker: str | None) -> int:
+    def start_archive(self, job_id: int, host: str, worker: str | None,
+                      planned_files: dict[str, str] | None = None) -> int:
+        """``planned_files`` (archive path -> sha256) is recorded before any byte is uploaded: whatever an
+        archival cut off leaves at a final path is then known to be pdrflow's own."""
         with self._session() as session:
             job = session.get(Job, job_id)
             if job is None or job.state not in (JobState.COMPUTED, JobState.FAILED_STORAGE):
                 state = job.state if job is not None else "missing"
                 raise LedgerError(f"job {job_id}: cannot archive in state {state}")
-            attempt = Attempt(job_id=job_id, kind=AttemptKind.ARCHIVE.value, host=host, worker=worker)
+            attempt = Attempt(job_id=job_id, kind=AttemptKind.ARCHIVE.value, host=host, worker=worker,
+                              planned_files=planned_files)
             session.add(attempt)
             session.flush()
             return attempt.id
@@ -399,6 +423,47 @@ class Ledger:
                 select(func.count()).select_from(Attempt)
                 .where(Attempt.job_id == job_id, Attempt.kind == AttemptKind.ARCHIVE.value)
             ) or 0)
+
+    @_transient_db_errors
+    def archive_claims(self, job_id: int, attempt_id: int | None = None) -> ArchiveClaims:
+        """The digests this job's archived files and earlier archivals' plans put at its paths, and the
+        files found there before pdrflow (``PreexistingFile``) not moved aside yet. ``attempt_id``: the
+        running archival, left out (its plan is the staged files themselves)."""
+        own: dict[str, set[str]] = {}
+        with self._session() as session:
+            for path, digest in session.execute(
+                select(ArchivedFile.path, ArchivedFile.sha256).where(ArchivedFile.job_id == job_id)
+            ):
+                own.setdefault(path, set()).add(digest)
+            plans = select(Attempt.planned_files).where(
+                Attempt.job_id == job_id, Attempt.kind == AttemptKind.ARCHIVE.value, Attempt.planned_files.is_not(None)
+            )
+            if attempt_id is not None:
+                plans = plans.where(Attempt.id != attempt_id)
+            for (planned,) in session.execute(plans):
+                if isinstance(planned, str):  # a driver handing JSON back as text
+                    planned = json.loads(planned)
+                for path, digest in (planned or {}).items():
+                    own.setdefault(path, set()).add(str(digest))
+            preexisting = {
+                path: (row_id, digest)
+                for row_id, path, digest in session.execute(
+                    select(PreexistingFile.id, PreexistingFile.path, PreexistingFile.sha256)
+                    .where(PreexistingFile.job_id == job_id, PreexistingFile.moved_to.is_(None))
+                )
+            }
+        return ArchiveClaims({path: frozenset(digests) for path, digests in own.items()}, preexisting)
+
+    @_transient_db_errors
+    def record_moved_aside(self, moves: Sequence[tuple[int, str]]) -> None:
+        """(PreexistingFile id, archive path it was moved to) for files an archival moved out of its way."""
+        if not moves:
+            return
+        table = cast(Table, PreexistingFile.__table__)
+        now = utcnow()
+        with self._session() as session:
+            for row_id, moved_to in moves:
+                session.execute(update(table).where(table.c.id == row_id).values(moved_to=moved_to, moved_at=now))
 
     @_transient_db_errors
     def commit_archive(self, job_id: int, attempt_id: int, files: Sequence[StoredFile]) -> None:
@@ -415,7 +480,8 @@ class Ledger:
                     [{"job_id": job_id, "path": f.path, "size": f.size, "sha256": f.sha256, "archived_at": now}
                      for f in files],
                 )
-            self._finish_attempt(session, attempt_id, AttemptOutcome.OK, None)
+            # The committed rows now say what the plan said (~10 kB a model: 1 GB over 100k models).
+            self._finish_attempt(session, attempt_id, AttemptOutcome.OK, None, planned_files=None)
 
     @_transient_db_errors
     def fail_archive(self, job_id: int, attempt_id: int | None, reason: str) -> None:

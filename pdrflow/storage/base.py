@@ -128,6 +128,24 @@ class Storage(ABC):
     def checksum(self, path: str) -> str | None:
         """sha256 of the stored file, or None when it does not exist."""
 
+    def existing(self, paths: Sequence[str]) -> dict[str, int]:
+        """path -> size of those of ``paths`` that exist (checked before an archival writes anything).
+
+        The default asks ``stat`` once per path; remote backends override it to overlap the requests."""
+        found: dict[str, int] = {}
+        for path in paths:
+            size = self.stat(path)
+            if size is not None:
+                found[path] = size
+        return found
+
+    def rename(self, old: str, new: str) -> None:
+        """Move the stored file ``old`` to ``new`` atomically, creating ``new``'s directories.
+
+        Never replaces: an existing ``new`` raises :class:`StorageError` and both files stay as
+        they are. Not abstract, so backends that cannot move keep working (they refuse here)."""
+        raise StorageError(f"{self.description}: moving archived files is not supported")
+
     def fetch(self, path: str, local: Path) -> StoredFile:
         """Copy the stored file at ``path`` to ``local`` (written atomically: a partial copy never
         has the final name); return the size and sha256 of the bytes read. A missing file raises

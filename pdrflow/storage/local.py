@@ -28,6 +28,9 @@ from .base import (
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EIO, errno.ESTALE, errno.EBUSY}
 
 
+# link(2) refused because the filesystem has no hard links (some network and FUSE filesystems).
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
+
 _BATCH = 256  # files open at once in put_many
 _FSYNC_THREADS = 16
 _fsync_executor: ThreadPoolExecutor | None = None
@@ -177,6 +180,29 @@ class LocalStorage(Storage):
                         (self.root / directory / name).unlink()
                         removed += 1
         return removed
+
+    def rename(self, old: str, new: str) -> None:
+        source, target = self._target(old), self._target(new)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # link + unlink never replaces: link fails with EEXIST if `new` exists (rename would overwrite)
+                os.link(source, target, follow_symlinks=False)
+            except FileExistsError:
+                raise StorageError(f"cannot move {old} to {new} under {self.root}: {new} exists") from None
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                # A filesystem without hard links: rename after a check (a racing writer could slip in between).
+                if os.path.lexists(target):
+                    raise StorageError(f"cannot move {old} to {new} under {self.root}: {new} exists") from None
+                os.rename(source, target)
+            else:
+                os.unlink(source)
+            self._fsync_dir(target.parent)
+            self._fsync_dir(source.parent)
+        except OSError as exc:
+            raise _os_failure(f"cannot move {old} to {new} under {self.root}", exc) from None
 
     @staticmethod
     def _fsync_dir(directory: Path) -> None:

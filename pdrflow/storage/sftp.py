@@ -127,6 +127,38 @@ class SftpStorage(Storage):
 
         return self._channels.retrying(once, f"stat of {remote}")
 
+    def existing(self, paths: Sequence[str]) -> dict[str, int]:
+        """All STAT requests pipelined on one channel: one round trip for a model's ~85 paths, not 85."""
+        remotes = [self._remote(path) for path in paths]
+
+        def once() -> dict[str, int]:
+            with self._channels.session() as session:
+                try:
+                    found = session.stat_many(remotes)
+                except SftpStatus as exc:
+                    raise status_error(exc, self._address) from None
+            # A directory in place of a file is reported too (size 0 when the server gives none): it is in the way.
+            return {path: attrs.size or 0 for path, attrs in zip(paths, found, strict=True) if attrs is not None}
+
+        return self._channels.retrying(once, f"stat of {len(paths)} paths under {self.root}")
+
+    def rename(self, old: str, new: str) -> None:
+        source, target = self._remote(old), self._remote(new)
+
+        def once() -> None:
+            with self._channels.session() as session:
+                try:
+                    # Plain SFTP rename never replaces (OpenSSH: link + unlink); the stat refuses early and
+                    # guards servers that would replace.
+                    if session.stat(target) is not None:
+                        raise StorageError(f"cannot move {source} to {target} on {self._address}: {target} exists")
+                    self._ensure_dir(session, posixpath.dirname(target))
+                    session.rename(source, target)
+                except SftpStatus as exc:
+                    raise status_error(exc, self._address, session, 0) from None
+
+        self._channels.retrying(once, f"move of {source} to {target}")
+
     def checksum(self, path: str) -> str | None:
         remote = self._remote(path)
 

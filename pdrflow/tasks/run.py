@@ -20,6 +20,7 @@ import tarfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,9 @@ from typing import Any
 from distributed import Reschedule
 
 from ..config import default_scratch_root
-from ..errors import ModelFailed
+from ..errors import ConfigError, ModelFailed, shown
 from ..kosma import layout
-from ..kosma.inputs import CHEM_RATES_LINK, render_pdr_config_json, render_pdrnew_inp
+from ..kosma.inputs import CHEM_RATES_LINK, render_inputs
 from ..ledger.schema import JobState
 from ..storage.base import sha256_file
 from .resources import remaining_lifetime, task_ledger, tracked_process_group, worker_name
@@ -117,34 +118,57 @@ def _run_step(argv: list[str], cwd: Path, log: Path, timeout: float, label: str)
     return code
 
 
+def _copy_inputs(source: Path, target: Path, skip: frozenset[str] = frozenset()) -> None:
+    """Copy the input tree ``source`` to ``target``: real directories, the files' bytes (links followed).
+
+    Not shutil.copytree: that copies directory modes, and a read-only installation would give a
+    scratch dir that can be neither written (by a code that writes its inputs) nor removed.
+    Files keep their mode bits plus the owner's write bit. ``skip``: names left out at the top.
+    """
+    target.mkdir(exist_ok=True)
+    for directory, subdirs, files in os.walk(source, followlinks=True):
+        here = Path(directory)
+        into = target / here.relative_to(source)
+        real_here = here.resolve()
+        if here == source:
+            subdirs[:] = [name for name in subdirs if name not in skip]
+        for name in list(subdirs):
+            real = (here / name).resolve()
+            if real == real_here or real in real_here.parents:  # a link back up: would recurse forever
+                subdirs.remove(name)
+                continue
+            (into / name).mkdir()
+        for name in files:
+            if (here == source and name in skip) or not (here / name).exists():
+                continue  # skipped, or a dangling link: nothing to copy (the code would not find it either)
+            shutil.copyfile(here / name, into / name)
+            (into / name).chmod(((here / name).stat().st_mode & 0o7777) | 0o200)
+
+
 def prepare_scratch(job: ModelJob, settings: RunSettings) -> Path:
-    """A fresh directory with links to the installation and the rendered inputs."""
+    """A fresh directory with copies of the installation's inputs, links to its executables and the rendered inputs."""
     inst = settings.installation
     root = settings.scratch_root or default_scratch_root()  # None: node-local, resolved on this worker
     root.mkdir(parents=True, exist_ok=True)
     scratch = root / f"{settings.grid}-{job.spec.name}-job{job.job_id}-{uuid.uuid4().hex[:8]}"
     scratch.mkdir()
-    for directory in (layout.PDR_OUTPUT_DIR, layout.ONION_OUTPUT_DIR, layout.MCDRT_DIR, "pdrinpdata"):
+    for directory in (layout.PDR_OUTPUT_DIR, layout.ONION_OUTPUT_DIR, layout.MCDRT_DIR):
         (scratch / directory).mkdir()
-    # pdrinpdata is a directory of links so that chem_rates.dat can point at the chosen rate file.
-    for entry in (inst.home / "pdrinpdata").iterdir():
-        if entry.name != "chem_rates.dat":
-            (scratch / "pdrinpdata" / entry.name).symlink_to(entry)
-    (scratch / CHEM_RATES_LINK).symlink_to(inst.chem_rates)
+    # Copies, never links: a step that writes into its inputs must not change the home every model shares.
+    _copy_inputs(inst.home / "pdrinpdata", scratch / "pdrinpdata", skip=frozenset({"chem_rates.dat"}))
+    shutil.copyfile(inst.chem_rates, scratch / CHEM_RATES_LINK)  # the chosen rate file, under the code's name
     for directory in ("onioninpdata", "In"):
-        if (inst.home / directory).exists():
-            (scratch / directory).symlink_to(inst.home / directory)
+        if (inst.home / directory).is_dir():
+            _copy_inputs(inst.home / directory, scratch / directory)
     (scratch / "pdrexe").symlink_to(inst.pdr_executable)
     (scratch / "onionexe").symlink_to(inst.onion_executable)
     for helper in inst.helpers:
         (scratch / helper.name).symlink_to(helper)
     spec = job.spec
-    (scratch / "PDRNEW.INP").write_text(
-        render_pdrnew_inp(spec.parameters, spec.network_species, spec.elements, grid_comment=spec.name)
-    )
-    (scratch / "pdr_config.json").write_text(
-        render_pdr_config_json(spec.parameters, spec.network_species, spec.elements)
-    )
+    pdrnew, pdr_config = render_inputs(spec.name, spec.parameters, spec.network_species, spec.elements,
+                                       inst.templates)
+    (scratch / "PDRNEW.INP").write_text(pdrnew)
+    (scratch / "pdr_config.json").write_text(pdr_config)
     return scratch
 
 
@@ -194,17 +218,40 @@ def execute_model(job: ModelJob, settings: RunSettings, scratch: Path, exit_code
                 shutil.copyfile(textout, scratch / layout.onion_textout(species))
 
 
+def check_required_outputs(required: Sequence[str], onion_species: Sequence[str]) -> tuple[str, ...]:
+    """``kosma_tau.required_outputs`` checked against the outputs pdrflow archives (raises ConfigError)."""
+    known = [source for source, _ in layout.staged_files("grid", "model", onion_species, with_mcdrt=True)]
+    unknown = [name for name in required if name not in known]
+    if unknown:
+        pdr = [source for source, _ in layout.staged_files("grid", "model", (), with_mcdrt=True)]
+        onion = [f"{layout.ONION_OUTPUT_DIR}/{pattern.replace('{S}', '<S>')}"
+                 for pattern in (*layout.ONION_FILE_PATTERNS, "TEXTOUT_{S}")]
+        raise ConfigError(
+            f"kosma_tau.required_outputs: {', '.join(shown(name) for name in unknown)} is not an output pdrflow "
+            f"archives; use scratch-relative names among {', '.join(pdr)}, or {', '.join(onion)} with <S> one of "
+            f"kosma_tau.onion_species"
+        )
+    return tuple(dict.fromkeys(required))
+
+
 def collect_manifest(job: ModelJob, settings: RunSettings, scratch: Path, provenance: dict[str, Any]) -> Manifest:
-    with_mcdrt = _tar_mcdrt(scratch)
+    """The staged outputs. A missing required output fails the model; the other expected ones are
+    optional (the real code writes them depending on IHDFOUT, IFUVMETH, IDUSTMET): recorded as missing."""
+    _tar_mcdrt(scratch)
+    required = set(settings.required_outputs)
     files = []
-    for source, target in layout.staged_files(settings.grid, job.spec.name, job.spec.onion_species, with_mcdrt):
+    missing = []
+    for source, target in layout.staged_files(settings.grid, job.spec.name, job.spec.onion_species, True):
         path = scratch / source
         if not path.is_file():
-            raise _StepFailed(f"the model finished but did not write {source}")
+            if source in required:
+                raise _StepFailed(f"the model finished but did not write {source} (kosma_tau.required_outputs)")
+            missing.append(source)
+            continue
         size, digest = sha256_file(path)
         files.append(StagedFile(source, target, size, digest))
     return Manifest(job.job_id, job.spec.name, str(scratch), socket.gethostname(), worker_name(), tuple(files),
-                    provenance)
+                    provenance, tuple(missing))
 
 
 def _already_computed(job: ModelJob, settings: RunSettings) -> Manifest | None:
@@ -277,7 +324,7 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
     provenance.setdefault("ended", _now())
     with task_ledger(settings) as ledger:
         ledger.finish_model(job.job_id, attempt_id, error=error, staged_dir=str(scratch) if scratch else None,
-                            host=host, provenance=provenance)
+                            host=host, provenance=provenance, missing_outputs=manifest.missing if manifest else ())
     if error is not None:
         if scratch is not None and not settings.keep_failed:
             shutil.rmtree(scratch, ignore_errors=True)

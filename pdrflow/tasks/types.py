@@ -26,6 +26,9 @@ class RunSettings:
     onion_timeout: float
     database: DatabaseConfig  # the password is a SecretStr: masked in any repr
     storage: LocalStorageConfig | SftpStorageConfig
+    # Scratch-relative outputs a run must write (kosma_tau.required_outputs, checked by
+    # tasks.run.check_required_outputs); other expected outputs are archived when present.
+    required_outputs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Manifest:
     worker: str | None
     files: tuple[StagedFile, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()  # optional expected outputs (scratch-relative) the run did not write
 
     @property
     def total_bytes(self) -> int:
@@ -69,6 +73,7 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         data["files"] = tuple(StagedFile(**item) for item in data["files"])
+        data["missing"] = tuple(data.get("missing", ()))  # absent in manifests of older pdrflow versions
         return cls(**data)
 
 

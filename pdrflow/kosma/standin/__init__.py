@@ -11,6 +11,8 @@ any worker through the environment:
 - ``PDRFLOW_STANDIN_FAIL``: ``pdr``, ``onion`` or ``onion:<species>``: that step exits non-zero
 - ``PDRFLOW_STANDIN_EXIT``: the exit code of a failing step (default 1)
 - ``PDRFLOW_STANDIN_OUTPUT_MB``: pad ``pdrstruct_s.hdf5`` to about that many MiB
+- ``PDRFLOW_STANDIN_SKIP``: comma-separated ``pdroutput/`` file names the PDR run does not write
+  (as the real code leaves some out, depending on IHDFOUT, IFUVMETH, IDUSTMET)
 
 Exit codes of both programs: 0 success, 2 missing/malformed input or knob, 3 PDRNEW.INP and
 pdr_config.json disagree (pdrexe), ``PDRFLOW_STANDIN_EXIT`` for an injected failure.
@@ -65,6 +67,7 @@ class Faults:
     fail: str | None
     exit_code: int
     output_mb: float
+    skip: frozenset[str] = frozenset()  # pdroutput/ files not written
 
     def fails(self, step: str, species: str | None = None) -> bool:
         if self.fail is None:
@@ -87,6 +90,18 @@ def _non_negative(name: str, default: float) -> float:
     return value
 
 
+SKIPPABLE = ("pdrout.hdf", "pdrstruct_s.hdf5", "pdrchem_c.hdf5", "chemchk.out", "CTRL_IND")
+
+
+def _skipped_outputs() -> frozenset[str]:
+    raw = os.environ.get("PDRFLOW_STANDIN_SKIP", "")
+    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
+    unknown = sorted(names - set(SKIPPABLE))
+    if unknown:
+        raise KnobError(f"PDRFLOW_STANDIN_SKIP: unknown output {', '.join(unknown)} (use {', '.join(SKIPPABLE)})")
+    return names
+
+
 def faults_from_environment() -> Faults:
     fail = os.environ.get("PDRFLOW_STANDIN_FAIL", "").strip() or None
     if fail is not None and not (fail in ("pdr", "onion") or (fail.startswith("onion:") and len(fail) > 6)):
@@ -99,7 +114,7 @@ def faults_from_environment() -> Faults:
     if not 1 <= exit_code <= 255:  # 0 would make a failure look like success
         raise KnobError(f"PDRFLOW_STANDIN_EXIT={raw_exit!r} must be 1..255")
     return Faults(_non_negative("PDRFLOW_STANDIN_SECONDS", 0.0), fail, exit_code,
-                  _non_negative("PDRFLOW_STANDIN_OUTPUT_MB", 0.0))
+                  _non_negative("PDRFLOW_STANDIN_OUTPUT_MB", 0.0), _skipped_outputs())
 
 
 def fail_with(message: str, code: int) -> int:

@@ -1,7 +1,8 @@
 """The stand-in PDR program (``./pdrexe`` in a model's scratch dir). NOT KOSMA-tau.
 
-Run with no arguments in the scratch root: reads ``PDRNEW.INP`` and ``pdr_config.json`` (they must
-agree, else exit 3), needs the chemical rate file they name (``pdrinpdata/chem_rates.dat``), and
+Run with no arguments in the scratch root: reads ``PDRNEW.INP`` (positionally, like the Fortran code)
+and ``pdr_config.json`` (they must agree, else exit 3; see pdrinput.py), needs the chemical rate file
+at the fixed path ``pdrinpdata/chem_rates.dat``, and
 writes ``pdroutput/{pdrstruct_s.hdf5, pdrchem_c.hdf5, pdrout.hdf, chemchk.out, CTRL_IND}`` plus
 ``Out/{mrt_summary.dat, fuv_field.dat}`` when IFUVMETH = 1. Layouts: physics.py. CTRL_IND is written
 last, so its presence means the run finished. ``--version`` prints the revision lines.
@@ -131,6 +132,8 @@ def main() -> int:
     _summary(model, data)
     try:
         write_outputs(root, model, data, faults.output_mb)
+        for name in faults.skip:  # PDRFLOW_STANDIN_SKIP: outputs this run leaves out
+            (root / "pdroutput" / name).unlink(missing_ok=True)
     except OSError as exc:
         return fail_with(f"cannot write the outputs: {exc}", EXIT_BAD_INPUT)
     print("PDR model finished", flush=True)
