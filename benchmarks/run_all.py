@@ -1,6 +1,6 @@
 """Run every benchmark; write benchmarks/results/latest.json and latest.md.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only orchestration,recovery,ledger,sftp,report]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only orchestration,recovery,ledger,sftp,report,export]
 
 Each benchmark is a script of its own that prints one JSON document and already compares its
 contenders side by side in one run (interleaved samples); this runs them one after the other in
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name: (full arguments,
                                      "--skip-postgresql"]),
     "sftp": (["bench_sftp.py"], ["bench_sftp.py", "--size-mb", "20", "--repeat", "1"]),  # RTTs 0 and 20 ms
     "report": (["bench_report.py"], ["bench_report.py", "--densities", "2", "--fuv", "2", "--repeat", "1"]),
+    "export": (["bench_export.py"], ["bench_export.py", "--densities", "10", "--fuv", "10"]),  # quick: ~1 min
 }
 
 
@@ -197,8 +198,19 @@ def _report(result: dict[str, Any]) -> list[str]:
     return lines + _table(["contender", *(title for title, _ in columns)], rows)
 
 
+def _export(result: dict[str, Any]) -> list[str]:
+    lines = [f"`pdrflow export` of {result['models']} archived stand-in models ({result['files_read_per_model']} "
+             "files read per model, sha256-checked; dataset, tables, coverage and pdrtpy model set written), one "
+             "child process per contender:", ""]
+    rows = [["local directory", result["local"]["seconds"], result["local"]["ms_per_model"],
+             result["local"]["peak_rss_mb"]]]
+    rows += [[f"SFTP, {r['rtt_ms']} ms RTT, {r['files_in_flight']} files in flight", r["seconds"], r["ms_per_model"],
+              r["peak_rss_mb"]] for r in result["sftp"]]
+    return lines + _table(["archive", "s", "ms/model", "peak RSS MB"], rows)
+
+
 RENDER = {"orchestration": _orchestration, "recovery": _recovery, "ledger": _ledger, "sftp": _sftp,
-          "report": _report}
+          "report": _report, "export": _export}
 
 
 def markdown(document: dict[str, Any]) -> str:

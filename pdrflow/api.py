@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .driver import Driver, Event, Outcome
+    from .export.writer import ExportResult
     from .results import ModelOutputs
 
 FINAL_FAILURES = ("failed_model", "failed_storage", "lost")
@@ -238,6 +239,13 @@ class Grid:
 
         with open_archive(self.config) as archive:
             return archive.model_outputs(job)
+
+    def export(self, out: str | Path, ratios: list[str] | None = None, allow_holes: bool = False) -> ExportResult:
+        """The grid as ``grid.nc`` (xarray), ``grid.csv``/``.parquet`` and a pdrtpy model set in ``out``, as
+        ``pdrflow export``; raises pdrflow.export.HolesRefused (the rest written) when a plane has holes."""
+        from .export import export_grid
+
+        return export_grid(self.config, Path(out), ratios=ratios, allow_holes=allow_holes)
 
     def _open_ledger(self, patience: float = 20.0) -> Any:
         from .ledger.open import open_ledger

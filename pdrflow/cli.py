@@ -345,6 +345,36 @@ def cmd_migrate(args: argparse.Namespace, console: Console) -> int:
     return report.exit_code
 
 
+def cmd_export(config: Config, args: argparse.Namespace, console: Console) -> int:
+    from .export import HolesRefused, export_grid  # xarray and astropy: only this command pays for them
+    from .results import ResultsError
+    from .storage import StorageError
+
+    ratios = [r for item in args.ratios for r in item.split(",") if r] if args.ratios is not None else None
+    try:
+        result = export_grid(config, args.out, ratios=ratios, allow_holes=args.allow_holes)
+    except HolesRefused as refused:
+        for path in refused.result.files:
+            console.print(f"wrote {path}", markup=False)
+        print(f"pdrflow: error: {refused}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ResultsError, StorageError, ValueError) as exc:
+        print(f"pdrflow: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    cover = result.coverage
+    console.print(f"{cover.archived} of {cover.cells} cells archived and read; {len(cover.failed)} failed, "
+                  f"{len(cover.missing)} missing, {len(cover.outliers)} outliers flagged (coverage.json)", markup=False)
+    if result.holes:
+        console.print(f"model set written with holes (NaN) in {len(result.holes)} planes", markup=False)
+    if result.standin:
+        console.print("the data were made by the stand-in, not KOSMA-tau", markup=False)
+    modelset = f", pdrtpy model set {result.modelset.table}" if result.modelset else ""
+    console.print(f"wrote {result.dataset}, {result.csv}{modelset}", markup=False)
+    return EXIT_OK
+
+
 def _tunnel_hint(link: str) -> str:
     """The ssh line that brings a dashboard on a cluster node to the user's laptop."""
     import getpass
@@ -391,6 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="database URL of the new ledger (default: SQLite next to --out; password from "
                          "PDRFLOW_DB_PASSWORD)")
     migrate.add_argument("--json", action="store_true", help="machine-readable summary")
+    export = commands.add_parser(
+        "export", help="the grid as one xarray file, a flat table and a pdrtpy model set, from the ledger and archive",
+        description="Write grid.nc (xarray, h5netcdf), grid.csv/grid.parquet, coverage.json and pdrtpy/ (FITS model "
+        "images per line and line ratio, per metallicity and mass). Exit 0 written, 1 the model set refused for "
+        "holes (the rest written), 2 bad input.")
+    export.add_argument("config")
+    export.add_argument("--out", type=Path, required=True, help="directory for the export")
+    export.add_argument("--ratios", nargs="+", metavar="NUM/DEN", default=None,
+                        help="line ratios as pdrtpy ids, e.g. OI_63/CII_158 CII_158/CI_609 (default: results.line_ratios)")
+    export.add_argument("--allow-holes", action="store_true",
+                        help="write the model set even where cells have no value (NaN there)")
     db = commands.add_parser("db", help="ledger schema: `upgrade` applies migrations, `current` shows the revision")
     db.add_argument("action", choices=["upgrade", "current"])
     db.add_argument("config")
@@ -421,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_db(config, args, console)
         if args.command == "report":
             return cmd_report(config, args, console)
+        if args.command == "export":
+            return cmd_export(config, args, console)
         return cmd_run(config, args, console, resubmit=args.command == "resubmit")
     except (ConfigError, LedgerError) as exc:
         # Nothing was run: bad input, or the ledger refused to start (old schema, grid held).

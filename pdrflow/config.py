@@ -193,6 +193,7 @@ class LocalClusterConfig(_Section):
     n_workers: int | None = Field(ge=1)
     threads_per_worker: int = Field(ge=1)
     dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
+    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
 
 class SlurmClusterConfig(_Section):
@@ -213,6 +214,7 @@ class SlurmClusterConfig(_Section):
     min_jobs: int = Field(ge=0)
     max_jobs: int = Field(ge=1)
     dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
+    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
 
 class AllocationClusterConfig(_Section):
@@ -222,6 +224,7 @@ class AllocationClusterConfig(_Section):
     interface: str | None  # network interface between the allocation's nodes
     scheduler_directory: str | None  # where the scheduler file goes (every task must see it)
     dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
+    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
 
 ClusterConfig = Annotated[
@@ -254,6 +257,44 @@ class RunConfig(_Section):
     archive_backoff_max: float = Field(ge=0)
 
 
+class StructureMapping(_Section):
+    """Datasets of the archived ``pdrstruct<J>.hdf5`` the reader takes each quantity from."""
+
+    depth_cm: str  # distance from the clump surface [cm]
+    av: str  # visual extinction from the surface [mag]
+    tgas: str  # gas temperature [K]
+    tdust: str  # dust temperature [K] (optional in the file)
+    nh: str  # total H nuclei density [cm^-3] (optional in the file)
+    abundances: str  # group with one dataset per species, relative to H nuclei
+
+
+class ChemistryMapping(_Section):
+    """Datasets of the archived ``pdrchem<J>.hdf5`` (an optional output) holding the column densities."""
+
+    species: str  # species names (fixed-length ASCII), in the order of the column densities
+    column_density: str  # per species, surface to centre [cm^-2]
+
+
+class LinebtMapping(_Section):
+    """Column names (the last ``#`` header line) of the archived ``linebt_<S>.out`` line tables."""
+
+    transition: str  # the transition's name
+    wavelength_um: str  # [µm]; lines are matched by wavelength, not by name
+    intensity: str  # integrated intensity, clump average [erg s^-1 cm^-2 sr^-1]
+    peak_tb: str  # line-centre brightness temperature, clump average [K]
+
+
+class ResultsConfig(_Section):
+    """How archived outputs are read back (report, export, notebook), and what export and report derive."""
+
+    structure: StructureMapping
+    chemistry: ChemistryMapping
+    linebt: LinebtMapping
+    line_ratios: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9+_]+/[A-Za-z0-9+_]+$", max_length=80)]]
+    report_ratios: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9+_]+/[A-Za-z0-9+_]+$", max_length=80)]]
+    outlier_dex: float = Field(gt=0)
+
+
 class Config(_Section):
     grid: GridConfig
     kosma_tau: KosmaTauConfig
@@ -262,6 +303,7 @@ class Config(_Section):
     cluster: ClusterConfig
     scratch: ScratchConfig
     run: RunConfig
+    results: ResultsConfig
     path: Path  # the YAML file this came from (not a YAML key)
 
 

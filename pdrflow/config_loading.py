@@ -44,7 +44,7 @@ _KIND_MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("cluster", "slurm"): SlurmClusterConfig,
     ("cluster", "allocation"): AllocationClusterConfig,
 }
-_SECTIONS = ("grid", "kosma_tau", "database", "storage", "cluster", "scratch", "run")
+_SECTIONS = ("grid", "kosma_tau", "database", "storage", "cluster", "scratch", "run", "results")
 _KIND_SECTIONS = ("storage", "cluster")
 
 

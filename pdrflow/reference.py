@@ -36,6 +36,10 @@ SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("cluster (kind: allocation)", "cluster.allocation", config_module.AllocationClusterConfig),
     ("scratch", "scratch", config_module.ScratchConfig),
     ("run", "run", config_module.RunConfig),
+    ("results", "results", config_module.ResultsConfig),
+    ("results.structure", "results.structure", config_module.StructureMapping),
+    ("results.chemistry", "results.chemistry", config_module.ChemistryMapping),
+    ("results.linebt", "results.linebt", config_module.LinebtMapping),
 )
 NOT_YAML_KEYS = frozenset({"password", "path"})  # from the environment / not a key of the file
 

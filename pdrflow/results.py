@@ -10,8 +10,14 @@ What is read, per model J of grid G (the contract's layout, pdrflow/kosma/layout
   and ``/abundances/<species>`` (relative to H nuclei).
 - ``G/oniongrid/ONION<J>.linebt_<S>.out``: one row per transition after ``#`` header lines whose
   last one names the columns ``transition wavelength_um intensity_erg_s_cm2_sr peak_tb_K``.
+- ``G/pdrgrid/pdrchem<J>.hdf5`` when archived (an optional output): ``/species`` and
+  ``/column_density`` (surface to centre, cm^-2).
 
-Missing species or datasets are notes on the :class:`ModelOutputs`, not errors.
+Those names are the defaults of the config's ``results`` section (``structure``, ``linebt``,
+``chemistry``), which maps them to what another code writes. A required dataset or column the file
+lacks is an error that lists what the file does hold; missing optional ones, species or tables are
+notes on the :class:`ModelOutputs`. :func:`model_scalars` gives every scalar of a model (surface
+temperatures, transition depths, column densities, each line's intensity, peak T_B and K km/s).
 
 Usage (a notebook)::
 
@@ -25,8 +31,9 @@ Usage (a notebook)::
 from __future__ import annotations
 
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +44,16 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .config import Config
+from .config import Config, ResultsConfig
+from .export.lines import erg_to_k_kms, identify
 from .ledger import JobState, Ledger
 from .ledger.schema import Grid, Job
 from .storage import Storage, StorageError, open_storage
 
-LINEBT_COLUMNS = ("transition", "wavelength_um", "intensity_erg_s_cm2_sr", "peak_tb_K")
+LINEBT_COLUMNS = ("transition", "wavelength_um", "intensity_erg_s_cm2_sr", "peak_tb_K")  # the stand-in's
 _REQUIRED_PROFILES = ("depth_cm", "av", "tgas")
 _OPTIONAL_PROFILES = ("tdust", "nh")
+_SHOWN_DATASETS = 40  # an error lists at most this many of a file's datasets
 CARBON_CARRIERS = ("C+", "C", "CO")  # the gas-phase carbon budget for the C+/C/CO transitions
 
 
@@ -112,6 +121,7 @@ class ModelOutputs:
     abundances: Mapping[str, np.ndarray]  # relative to H nuclei
     lines: Mapping[str, LineTable]  # by species
     notes: tuple[str, ...] = ()  # what was missing or odd
+    column_densities: Mapping[str, float] = field(default_factory=dict)  # [cm^-2], from pdrchem when archived
 
     @property
     def name(self) -> str:
@@ -171,11 +181,67 @@ def c_co_transition_av(outputs: ModelOutputs) -> float | None:
     return crossing_av(outputs.av, _carbon_fraction(outputs, "CO"), True)
 
 
+# ---- every scalar of a model ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScalarInfo:
+    units: str
+    long_name: str
+    species: str | None = None  # lines: the onion species
+    wavelength_um: float | None = None  # lines
+    line: str | None = None  # lines: the pdrtpy id
+
+
+def _transition_av(outputs: ModelOutputs, getter: Any, needs: tuple[str, ...]) -> float:
+    if any(s not in outputs.abundances for s in needs):
+        return float("nan")
+    value = getter(outputs)
+    return float("nan") if value is None else float(value)
+
+
+def model_scalars(outputs: ModelOutputs) -> dict[str, tuple[float, ScalarInfo]]:
+    """Every scalar the archived outputs give, by a stable key: NaN where a quantity is not reached
+    (a transition beyond the clump centre) or its species is not in the file."""
+    result: dict[str, tuple[float, ScalarInfo]] = {
+        "surface_tgas": (outputs.surface_tgas, ScalarInfo("K", "gas temperature at the clump surface")),
+        "surface_tdust": (float(outputs.tdust[0]), ScalarInfo("K", "dust temperature at the clump surface")),
+        "centre_av": (float(outputs.av[-1]), ScalarInfo("mag", "visual extinction from the surface to the centre")),
+        "av_h_h2": (_transition_av(outputs, h_h2_transition_av, ("H", "H2")),
+                    ScalarInfo("mag", "A_V of the H/H2 transition, 2x(H2)/(x(H)+2x(H2)) = 0.5")),
+        "av_cplus_c": (_transition_av(outputs, cplus_c_transition_av, CARBON_CARRIERS),
+                       ScalarInfo("mag", "A_V of the C+/C transition, x(C+) = half the gas-phase carbon")),
+        "av_c_co": (_transition_av(outputs, c_co_transition_av, CARBON_CARRIERS),
+                    ScalarInfo("mag", "A_V of the C/CO transition, x(CO) = half the gas-phase carbon")),
+    }
+    for species, column in sorted(outputs.column_densities.items()):
+        result[f"N_{species}"] = (column, ScalarInfo("cm-2", f"column density of {species}, surface to centre",
+                                                      species))
+    for species, table in sorted(outputs.lines.items()):
+        for i, transition in enumerate(table.transitions):
+            wavelength = float(table.wavelength_um[i])
+            line = identify(species, transition, wavelength)
+            if f"I_{line.id}" in result:
+                continue  # two transitions at one wavelength: the first one counts
+            intensity, tb = float(table.intensity[i]), float(table.peak_tb[i])
+            about = f"{line.title} ({species} {transition})"
+            result[f"I_{line.id}"] = (intensity, ScalarInfo("erg s-1 cm-2 sr-1", f"{about} integrated intensity, "
+                                                            "clump average", species, wavelength, line.id))
+            result[f"W_{line.id}"] = (erg_to_k_kms(intensity, wavelength),
+                                      ScalarInfo("K km s-1", f"{about} integrated intensity in K km/s "
+                                                 "(Rayleigh-Jeans)", species, wavelength, line.id))
+            result[f"Tpeak_{line.id}"] = (tb, ScalarInfo("K", f"{about} line-centre brightness temperature, "
+                                                         "clump average", species, wavelength, line.id))
+    return result
+
+
 # ---- file formats ---------------------------------------------------------------------------
 
 
-def parse_linebt(text: str, species: str) -> LineTable:
-    """A ``linebt_<S>.out`` table; raises ValueError when its header names other columns."""
+def parse_linebt(text: str, species: str, columns: Iterable[str] = LINEBT_COLUMNS) -> LineTable:
+    """A ``linebt_<S>.out`` table; ``columns``: the names of (transition, wavelength, intensity, peak T_B)
+    in its last ``#`` header line. Raises ValueError naming the columns the table has when one is missing."""
+    wanted = tuple(columns)
     header: list[str] = []
     rows: list[list[str]] = []
     for raw in text.splitlines():
@@ -183,40 +249,80 @@ def parse_linebt(text: str, species: str) -> LineTable:
             header = raw.lstrip("#").split()
         elif raw.strip():
             rows.append(raw.split())
-    missing = [name for name in LINEBT_COLUMNS if name not in header]
+    missing = [name for name in wanted if name not in header]
     if missing:
-        raise ValueError(f"linebt table for {species} has no column {', '.join(missing)} (header {header})")
-    index = [header.index(name) for name in LINEBT_COLUMNS]
+        raise ValueError(f"linebt table for {species} has no column {', '.join(missing)} (its columns: "
+                         f"{' '.join(header) or 'no # header line'}; map them in the config's results.linebt)")
+    index = [header.index(name) for name in wanted]
     try:
         numbers = np.array([[float(row[i]) for i in index[1:]] for row in rows], dtype=float).reshape(-1, 3)
     except (ValueError, IndexError):
-        raise ValueError(f"linebt table for {species}: a row is not '{' '.join(LINEBT_COLUMNS)}'") from None
+        raise ValueError(f"linebt table for {species}: a row is not '{' '.join(header)}'") from None
     return LineTable(species, tuple(row[index[0]] for row in rows), numbers[:, 0], numbers[:, 1], numbers[:, 2])
 
 
-def read_structure(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
-    """(profiles, abundances, notes) from a ``pdrstruct`` HDF5 file, sorted surface first."""
+def file_contents(f: h5py.File) -> str:
+    """What an HDF5 file holds, for a message: its datasets with their shapes."""
+    found: list[str] = []
+
+    def visit(name: str, item: object) -> None:
+        if isinstance(item, h5py.Dataset):
+            found.append(f"/{name} {item.shape}")
+
+    f.visititems(visit)
+    more = f" and {len(found) - _SHOWN_DATASETS} more" if len(found) > _SHOWN_DATASETS else ""
+    return ", ".join(found[:_SHOWN_DATASETS]) + more if found else "no datasets"
+
+
+def _dataset_name(mapping: ResultsConfig | None, name: str) -> str:
+    return getattr(mapping.structure, name) if mapping is not None else name
+
+
+def read_structure(path: Path, mapping: ResultsConfig | None = None,
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+    """(profiles, abundances, notes) from a ``pdrstruct`` HDF5 file, sorted surface first; dataset names
+    from ``mapping.structure`` (the stand-in's without one)."""
     notes: list[str] = []
     with h5py.File(path, "r") as f:
-        missing = [name for name in _REQUIRED_PROFILES if not isinstance(f.get(name), h5py.Dataset)]
+        names = {name: _dataset_name(mapping, name) for name in (*_REQUIRED_PROFILES, *_OPTIONAL_PROFILES)}
+        missing = [f"/{names[n]} ({n})" for n in _REQUIRED_PROFILES if not isinstance(f.get(names[n]), h5py.Dataset)]
         if missing:
-            raise ValueError(f"{path.name} lacks {', '.join('/' + m for m in missing)}")
-        profiles = {name: np.asarray(f[name][()], dtype=float) for name in _REQUIRED_PROFILES}
+            raise ValueError(f"{path.name} lacks {', '.join(missing)}; the file holds {file_contents(f)} "
+                             "(map its datasets in the config's results.structure)")
+        profiles = {name: np.asarray(f[names[name]][()], dtype=float) for name in _REQUIRED_PROFILES}
         order = np.argsort(profiles["depth_cm"], kind="stable")  # surface first, whatever the writer did
         for name in _OPTIONAL_PROFILES:
-            if isinstance(f.get(name), h5py.Dataset):
-                profiles[name] = np.asarray(f[name][()], dtype=float)
+            if isinstance(f.get(names[name]), h5py.Dataset):
+                profiles[name] = np.asarray(f[names[name]][()], dtype=float)
             else:
-                notes.append(f"no /{name} in the structure file")
+                notes.append(f"no /{names[name]} ({name}) in the structure file")
                 profiles[name] = np.full(len(order), np.nan)
-        group = f.get("abundances")
+        group_name = _dataset_name(mapping, "abundances")
+        group = f.get(group_name)
         abundances = {}
         if isinstance(group, h5py.Group):
             abundances = {name: np.asarray(item[()], dtype=float)[order] for name, item in group.items()
                           if isinstance(item, h5py.Dataset)}
         else:
-            notes.append("no /abundances group in the structure file")
+            notes.append(f"no /{group_name} group (abundances) in the structure file; it holds {file_contents(f)}")
     return {name: values[order] for name, values in profiles.items()}, abundances, notes
+
+
+def read_chemistry(path: Path, mapping: ResultsConfig | None = None) -> tuple[dict[str, float], list[str]]:
+    """(column density by species [cm^-2], notes) from a ``pdrchem`` HDF5 file."""
+    species_name = mapping.chemistry.species if mapping is not None else "species"
+    columns_name = mapping.chemistry.column_density if mapping is not None else "column_density"
+    with h5py.File(path, "r") as f:
+        species, columns = f.get(species_name), f.get(columns_name)
+        if not isinstance(species, h5py.Dataset) or not isinstance(columns, h5py.Dataset):
+            note = (f"{path.name} has no /{species_name} and /{columns_name} (column densities); it holds "
+                    f"{file_contents(f)} (map them in the config's results.chemistry)")
+            return {}, [note]
+        names = [n.decode("ascii", "replace") if isinstance(n, bytes) else str(n) for n in species[()]]
+        values = np.asarray(columns[()], dtype=float).reshape(-1)
+    if len(names) != len(values):
+        return {}, [f"{path.name}: {len(names)} species but {len(values)} column densities"]
+    return {name.strip(): float(value) for name, value in zip(names, values, strict=True)}, []
 
 
 # ---- the ledger side -----------------------------------------------------------------------
@@ -240,6 +346,10 @@ class _Named(Protocol):
 
 def structure_path(grid: str, model: str) -> str:
     return f"{grid}/pdrgrid/pdrstruct{model}.hdf5"
+
+
+def chemistry_path(grid: str, model: str) -> str:
+    return f"{grid}/pdrgrid/pdrchem{model}.hdf5"
 
 
 def linebt_path(grid: str, model: str, species: str) -> str:
@@ -315,8 +425,9 @@ class ArchiveReader:
         if structure not in files:
             raise ResultsError(f"{record.name}: the ledger records no archived {structure}")
         local = self.fetch(structure)
+        mapping = self.config.results
         try:
-            profiles, abundances, notes = read_structure(local)
+            profiles, abundances, notes = read_structure(local, mapping)
         except (OSError, ValueError) as exc:
             raise ResultsError(f"{record.name}: cannot read {structure}: {exc}") from None
         finally:
@@ -332,7 +443,7 @@ class ArchiveReader:
                 notes.append(f"line table of {species} unreadable: {exc}")
                 continue
             try:
-                lines[species] = parse_linebt(copy.read_text(errors="replace"), species)
+                lines[species] = parse_linebt(copy.read_text(errors="replace"), species, self._linebt_columns)
             except ValueError as exc:
                 notes.append(str(exc))
             finally:
@@ -340,8 +451,34 @@ class ArchiveReader:
         for species in self.config.kosma_tau.onion_species:
             if species not in lines and species not in self.species(record.name):
                 notes.append(f"no line table archived for species {species}")
+        columns = self._column_densities(record.name, files, notes)
         return ModelOutputs(record, profiles["depth_cm"], profiles["av"], profiles["tgas"], profiles["tdust"],
-                            profiles["nh"], abundances, lines, tuple(notes))
+                            profiles["nh"], abundances, lines, tuple(notes), columns)
+
+    @property
+    def _linebt_columns(self) -> tuple[str, str, str, str]:
+        m = self.config.results.linebt
+        return m.transition, m.wavelength_um, m.intensity, m.peak_tb
+
+    def _column_densities(self, name: str, files: Mapping[str, ArchivedFileRecord], notes: list[str]) -> dict[str, float]:
+        path = chemistry_path(self.grid, name)
+        if path not in files:
+            return {}  # an optional output: no column densities, and nothing wrong
+        try:
+            copy = self.fetch(path)
+        except (StorageError, ResultsError) as exc:
+            if isinstance(exc, StorageError) and exc.transient:
+                raise
+            notes.append(f"chemistry file unreadable: {exc}")
+            return {}
+        try:
+            columns, more = read_chemistry(copy, self.config.results)
+        except (OSError, ValueError) as exc:
+            columns, more = {}, [f"cannot read {path}: {exc}"]
+        finally:
+            copy.unlink(missing_ok=True)
+        notes.extend(more)
+        return columns
 
     def many_model_outputs(self, jobs: Iterable[JobRecord]) -> Iterator[tuple[JobRecord, ModelOutputs | Exception]]:
         """``model_outputs`` of each job, in order, reading up to the storage's ``concurrent_reads`` models at
@@ -361,13 +498,24 @@ class ArchiveReader:
                     raise
                 return exc
 
+        # A bounded window of reads ahead: a 10^5-model grid must not hold every model's profiles at once.
+        window = 4 * workers
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pdrflow-read") as pool:
-            futures = [pool.submit(read, job) for job in jobs]
+            pending: deque[tuple[JobRecord, Future[ModelOutputs | Exception]]] = deque()
+            queue = iter(jobs)
             try:
-                for job, future in zip(jobs, futures, strict=True):
+                while True:
+                    while len(pending) < window:
+                        job = next(queue, None)
+                        if job is None:
+                            break
+                        pending.append((job, pool.submit(read, job)))
+                    if not pending:
+                        return
+                    job, future = pending.popleft()
                     yield job, future.result()
             finally:
-                for future in futures:
+                for _, future in pending:
                     future.cancel()
 
 
@@ -398,5 +546,5 @@ def open_archive(config: Config) -> Iterator[ArchiveReader]:
 __all__ = [
     "ArchiveReader", "ArchivedFileRecord", "JobRecord", "LineTable", "ModelNotArchived", "ModelOutputs",
     "ResultsError", "StorageError", "c_co_transition_av", "cplus_c_transition_av", "crossing_av",
-    "h_h2_transition_av", "open_archive", "parse_linebt", "read_structure",
+    "h_h2_transition_av", "model_scalars", "open_archive", "parse_linebt", "read_chemistry", "read_structure",
 ]

@@ -40,7 +40,7 @@ def sshd() -> Iterator[Sshd]:
 # Under pytest-xdist (./scripts/test) tests are spread one by one over the workers, except these
 # modules, each of which runs on one worker, its tests one after another: the SLURM tests share the
 # machine's munged and one node's CPUs and time limits; the report tests share one computed grid.
-ONE_WORKER_MODULES = frozenset({"test_slurm.py", "test_report.py"})
+ONE_WORKER_MODULES = frozenset({"test_slurm.py", "test_report.py", "test_export.py"})
 
 try:
     from xdist.scheduler import LoadScopeScheduling
@@ -56,6 +56,8 @@ else:
 
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
+            if module.endswith("test_security.py") and "slurm" in nodeid:
+                return module.replace("test_security.py", "test_slurm.py")  # with the other SLURM tests
             return module if module.rsplit("/", 1)[-1] in ONE_WORKER_MODULES else nodeid
 
     def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:

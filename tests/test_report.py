@@ -298,3 +298,23 @@ def test_report_command(grid_run: GridRun, tmp_path: Path) -> None:
     values = json.loads((tmp_path / "out" / "values.json").read_text())
     with structure(grid_run.archive, PROBE) as f:
         assert values["values"]["surface_tgas"][PROBE] == pytest.approx(float(f["tgas"][0]), rel=1e-12)
+
+
+# ---- line ratios, K km/s and the stand-in mark ---------------------------------------------------------
+
+
+def test_ratio_maps_kkms_maps_and_the_standin_mark(report: ReportResult, grid_run: GridRun) -> None:
+    from pdrflow.export.lines import erg_to_k_kms
+
+    names = [p.name for p in report.images]
+    assert {"ratio_CII_158_CI_609.png", "ratio_CO_32_CO_10.png", "kkms_CO_1-0.png", "kkms_CI_609um.png"} <= set(names)
+    assert not any(name.startswith("kkms_CII") for name in names)  # [CII] stays in erg s-1 cm-2 sr-1
+    ratio = report.values["ratio:CII_158/CI_609"][PROBE]
+    assert ratio == pytest.approx(report.values["line:CII_158um"][PROBE] / report.values["line:CI_609um"][PROBE])
+    assert report.values["kkms:CO_1-0"][PROBE] == pytest.approx(
+        erg_to_k_kms(onion_intensity(grid_run.archive, PROBE, "CO", "CO_1-0"), 2600.76), rel=1e-6)
+    assert FAILED not in report.values["ratio:CO_32/CO_10"]
+    assert any(n.startswith("ratio OI_63/CII_158: no archived model has both lines") for n in report.notes)
+    page = report.html.read_text(encoding="utf-8")
+    assert page.count("stand-in, not KOSMA-tau") >= 2  # the title and the banner
+    assert json.loads(report.values_json.read_text())["standin"] is True

@@ -20,7 +20,7 @@ def start_cluster(
     if isinstance(config.cluster, SlurmClusterConfig):
         from .slurm import slurm_cluster
 
-        return slurm_cluster(config.cluster, lease)
+        return slurm_cluster(config.cluster, lease, config.path.parent)  # worker credentials go near the config
     if isinstance(config.cluster, AllocationClusterConfig):
         from .allocation import allocation_cluster
 

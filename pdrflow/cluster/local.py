@@ -4,34 +4,53 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from distributed import Client, LocalCluster
 
 from ..config import LocalClusterConfig
 from .base import ClusterHandle
+from .security import PROTOCOL, remove_directory, run_security, user_directory, warn_if_dashboard_exposed
 
 
 @contextmanager
 def local_cluster(config: LocalClusterConfig) -> Iterator[ClusterHandle]:
     n_workers = config.n_workers or os.cpu_count() or 1
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=config.threads_per_worker,
-        processes=True,  # KOSMA-tau runs as subprocesses; worker processes keep them apart
-        dashboard_address=config.dashboard_address,
-        # Workers' shutdown chatter is noise; task failures reach the driver through futures.
-        silence_logs=logging.CRITICAL if not logging.getLogger("pdrflow").isEnabledFor(logging.DEBUG) else False,
-    )
-    client = Client(cluster)
+    security = run_security(config.security)
+    # Loopback is reachable by every user of the machine: with TLS only holders of this run's
+    # in-memory key (this process and the worker processes it starts) can connect.
+    secure: dict[str, Any] = {"security": security, "protocol": PROTOCOL} if security is not None else {}
+    warn_if_dashboard_exposed(config.dashboard_address)
+    # Worker files (spill space, locks) in a directory of this user only, not a shared /tmp/dask-scratch-space.
+    space, fresh = user_directory(Path(tempfile.gettempdir()), "pdrflow-workers")
     try:
-        yield ClusterHandle(
-            client=client,
-            worker_slots=n_workers * config.threads_per_worker,
-            shared_scratch=True,
-            dashboard_link=client.dashboard_link if config.dashboard_address else None,
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=config.threads_per_worker,
+            processes=True,  # KOSMA-tau runs as subprocesses; worker processes keep them apart
+            dashboard_address=config.dashboard_address,
+            local_directory=str(space),
+            # Workers' shutdown chatter is noise; task failures reach the driver through futures.
+            silence_logs=logging.CRITICAL if not logging.getLogger("pdrflow").isEnabledFor(logging.DEBUG) else False,
+            **secure,
         )
+        try:
+            client = Client(cluster)  # takes the cluster's security
+            try:
+                yield ClusterHandle(
+                    client=client,
+                    worker_slots=n_workers * config.threads_per_worker,
+                    shared_scratch=True,
+                    dashboard_link=client.dashboard_link if config.dashboard_address else None,
+                )
+            finally:
+                client.close()
+        finally:
+            cluster.close()
     finally:
-        client.close()
-        cluster.close()
+        if fresh:
+            remove_directory(space)

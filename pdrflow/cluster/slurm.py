@@ -12,6 +12,7 @@ What dask-jobqueue alone does not do, done here:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dask.utils import parse_bytes
@@ -27,6 +29,15 @@ from ..config import SlurmClusterConfig
 from ..errors import ConfigError
 from ..ledger.lease import GridLease
 from .base import ClusterHandle
+from .security import (
+    PROTOCOL,
+    local_dashboard_link,
+    owner_only_directory,
+    private_directory,
+    remove_directory,
+    run_security,
+    warn_if_dashboard_exposed,
+)
 
 log = logging.getLogger("pdrflow")
 SCHEDULER = "slurm"
@@ -162,8 +173,21 @@ class Watchdog:
                 self.lease.end_worker_job(SCHEDULER, job_id)
 
 
+def credentials_parent(config_directory: Path | None) -> Path:
+    """Where the worker jobs' TLS credentials go: dask's ``jobqueue.slurm.shared-temp-directory`` when set,
+    else next to the run's config file. It must be on a filesystem every worker node sees."""
+    import dask.config
+
+    shared = dask.config.get("jobqueue.slurm.shared-temp-directory", None)
+    if shared:
+        return Path(os.path.expandvars(os.path.expanduser(str(shared))))
+    return config_directory if config_directory is not None else Path.cwd()
+
+
 @contextmanager
-def slurm_cluster(config: SlurmClusterConfig, lease: GridLease | None) -> Iterator[ClusterHandle]:
+def slurm_cluster(
+    config: SlurmClusterConfig, lease: GridLease | None, config_directory: Path | None = None
+) -> Iterator[ClusterHandle]:
     import dask.config
     from dask_jobqueue import SLURMCluster
     from distributed import Client
@@ -183,13 +207,28 @@ def slurm_cluster(config: SlurmClusterConfig, lease: GridLease | None) -> Iterat
         "job_script_prologue": prologue or None, "interface": config.interface,
         "local_directory": config.local_directory, "log_directory": config.log_directory,
     }.items() if value is not None}
-    cluster = SLURMCluster(
-        cores=cores, memory=memory, processes=processes, walltime=walltime, python=sys.executable,
-        worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime))],
-        scheduler_options={"dashboard_address": config.dashboard_address}
-        if config.dashboard_address else {},
-        **given,
-    )
+    for directory in (config.log_directory, config.local_directory):
+        owner_only_directory(directory)  # worker logs and spill space: the user's only
+    warn_if_dashboard_exposed(config.dashboard_address)
+    security = run_security(config.security)
+    credentials = None
+    if security is not None:
+        # dask-jobqueue writes the worker's copy of the key there (each file 0600) for the job scripts to
+        # name; a fresh 0700 directory per run, removed at the end.
+        credentials = private_directory(credentials_parent(config_directory), ".pdrflow-tls-")
+        given.update(security=security, protocol=PROTOCOL, shared_temp_directory=str(credentials))
+    try:
+        cluster = SLURMCluster(
+            cores=cores, memory=memory, processes=processes, walltime=walltime, python=sys.executable,
+            worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime))],
+            # null: no dashboard (dask-jobqueue's own default would be every interface's :8787)
+            scheduler_options={"dashboard_address": config.dashboard_address} if config.dashboard_address
+            else {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            **given,
+        )
+    except BaseException:
+        remove_directory(credentials)
+        raise
     watchdog = Watchdog(cluster, lease)
     try:
         orphans = watchdog.cancel_orphans()
@@ -202,12 +241,29 @@ def slurm_cluster(config: SlurmClusterConfig, lease: GridLease | None) -> Iterat
                 client=client,
                 worker_slots=config.max_jobs * int(cores),
                 shared_scratch=False,
-                dashboard_link=cluster.dashboard_link,
+                dashboard_link=local_dashboard_link(cluster.dashboard_link, config.dashboard_address)
+                if config.dashboard_address else None,
                 maintain=watchdog,
             )
         finally:
             client.close()
     finally:
         watchdog.record_new_jobs()  # a grid shorter than one watch interval still records its jobs
-        cluster.close()
-        watchdog.close()
+        try:
+            cluster.close()
+        finally:
+            watchdog.close()
+            _close_credential_files(cluster)
+            remove_directory(credentials)
+
+
+def _close_credential_files(cluster: Any) -> None:
+    """dask-jobqueue keeps the worker credential files open (as NamedTemporaryFile, ``_job_<key>``) until the
+    cluster is collected; closing them now deletes them before their directory goes, without a warning later."""
+    for key in ("ca_file", "cert", "key"):
+        handle = getattr(cluster, f"_job_{key}", None)
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                pass

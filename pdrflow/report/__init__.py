@@ -4,7 +4,9 @@
   parameters), from the ledger;
 - one PNG per science quantity, read from the ARCHIVED outputs (never scratch): surface gas
   temperature, A_V of the H/H2, C+/C and C/CO transitions, and the standard line intensities the
-  onion output has ([CII] 158 µm, [CI] 609/370 µm, CO, [OI], 13CO);
+  onion output has ([CII] 158 µm, [CI] 609/370 µm, CO, [OI], 13CO), the CO and [CI] lines also in
+  K km/s, and the line ratios of the config's ``results.report_ratios``;
+- every figure and the page marked "stand-in, not KOSMA-tau" when the stand-in made the data;
 - ``report.html`` with every PNG inlined and the plotted numbers as tables; ``values.json`` with
   the same numbers for scripts.
 
@@ -54,6 +56,7 @@ def _file_name(key: str) -> str:
 def _values_document(data: GridData) -> dict[str, object]:
     return {
         "grid": data.grid,
+        "standin": data.standin,
         "jobs": [{"name": j.name, "state": j.state, "metallicity": j.metallicity, "density": j.density,
                   "mass": j.mass, "fuv": j.fuv, "varied": dict(j.varied)} for j in data.jobs],
         "quantities": [{"key": q.key, "title": q.title, "unit": q.unit} for q in data.quantities],
@@ -72,7 +75,7 @@ def write_report(config: Config, out_dir: Path) -> ReportResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open_archive(config) as reader:
         data = collect(reader)
-    states_png = plot_state_map(data.jobs, out_dir / "states.png", f"Job states — grid {data.grid}")
+    states_png = plot_state_map(data.jobs, out_dir / "states.png", f"Job states — grid {data.grid}", data.standin)
     sections = [Section("Job states", states_png, state_tables(data), "From the ledger.")]
     for quantity in data.quantities:
         png = plot_quantity(data, quantity, out_dir / _file_name(quantity.key))

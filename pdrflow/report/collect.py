@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..export.lines import CATALOGUE, erg_to_k_kms, parse_ratio
 from ..results import (
     ArchiveReader,
     JobRecord,
@@ -53,6 +54,8 @@ STANDARD_LINES: tuple[StandardLine, ...] = (
 )
 
 INTENSITY_UNIT = "erg s⁻¹ cm⁻² sr⁻¹"
+STANDIN_MARK = "stand-in, not KOSMA-tau"  # on every figure and page made from the stand-in's data
+K_KMS_SPECIES = ("CO", "C", "13CO")  # radio astronomers quote these lines in K km/s
 
 PROFILE_QUANTITIES: tuple[tuple[Quantity, Callable[[ModelOutputs], float | None], tuple[str, ...]], ...] = (
     (Quantity("surface_tgas", "Surface gas temperature", r"$T_\mathrm{gas}$ at the surface [K]", "K", True),
@@ -71,10 +74,21 @@ def line_quantity(line: StandardLine) -> Quantity:
                     rf"$I$({line.title}) [erg s$^{{-1}}$ cm$^{{-2}}$ sr$^{{-1}}$]", INTENSITY_UNIT, True)
 
 
+def kkms_quantity(line: StandardLine) -> Quantity:
+    return Quantity(f"kkms:{line.key}", f"{line.title} integrated intensity in K km/s (clump average)",
+                    rf"$W$({line.title}) [K km s$^{{-1}}$]", "K km/s", True)
+
+
+def ratio_quantity(ratio: str) -> Quantity:
+    return Quantity(f"ratio:{ratio}", f"Line ratio {ratio} (intensities in erg s⁻¹ cm⁻² sr⁻¹)",
+                    f"{ratio}", "", True)
+
+
 @dataclass
 class GridData:
     grid: str
     jobs: list[JobRecord]
+    standin: bool = False  # the stand-in made the data: every figure and the page say so
     quantities: list[Quantity] = field(default_factory=list)
     values: dict[str, dict[str, float]] = field(default_factory=dict)  # quantity key → job name → value
     notes: list[str] = field(default_factory=list)  # grid-wide: missing species, unreadable models
@@ -118,7 +132,12 @@ def _value(getter: Callable[[ModelOutputs], float | None], outputs: ModelOutputs
 
 def collect(reader: ArchiveReader) -> GridData:
     """Read every archived model of the grid once and keep the numbers to plot."""
-    data = GridData(reader.grid, reader.jobs())
+    from ..export.cube import provenance_summary
+
+    provenance = provenance_summary(reader)
+    standin = bool(provenance["standin_models"]) or (reader.config.kosma_tau.standin
+                                                     and not provenance["kosma_tau_models"])
+    data = GridData(reader.grid, reader.jobs(), standin)
     outputs: dict[str, ModelOutputs] = {}
     # A transient StorageError (archive unreachable after retries) propagates: stop rather than blank every model.
     for job, read in reader.many_model_outputs(job for job in data.jobs if job.archived):
@@ -135,7 +154,36 @@ def collect(reader: ArchiveReader) -> GridData:
             if why:
                 data.why_missing.setdefault(quantity.key, {})[name] = why
     _collect_lines(data, outputs, reader.config.kosma_tau.onion_species)
+    _collect_ratios(data, outputs, reader.config.results.report_ratios)
     return data
+
+
+def _collect_ratios(data: GridData, outputs: Mapping[str, ModelOutputs], ratios: Sequence[str]) -> None:
+    """The configured ratio maps (pdrtpy line ids), from each model's archived line intensities."""
+    known = {line.id: line for line in CATALOGUE}
+    for ratio in ratios:
+        numerator, denominator = parse_ratio(ratio)
+        unknown = [i for i in (numerator, denominator) if i not in known]
+        if unknown:
+            data.notes.append(f"ratio {ratio}: {', '.join(unknown)} is not a line pdrflow knows; no map")
+            continue
+        top, bottom = known[numerator], known[denominator]
+        found = {}
+        for name, model in outputs.items():
+            a = model.line_intensity(top.species, top.wavelength_um)
+            b = model.line_intensity(bottom.species, bottom.wavelength_um)
+            found[name] = a / b if a is not None and b is not None and b > 0 else None
+        if all(v is None for v in found.values()):
+            if outputs:
+                data.notes.append(f"ratio {ratio}: no archived model has both lines; no map")
+            continue
+        quantity = ratio_quantity(ratio)
+        data.quantities.append(quantity)
+        column = data.values.setdefault(quantity.key, {})
+        for name, value in found.items():
+            column[name] = math.nan if value is None else value
+            if value is None:
+                data.why_missing.setdefault(quantity.key, {})[name] = "no line table"
 
 
 def _collect_lines(data: GridData, outputs: Mapping[str, ModelOutputs], onion_species: Sequence[str]) -> None:
@@ -160,3 +208,9 @@ def _collect_lines(data: GridData, outputs: Mapping[str, ModelOutputs], onion_sp
             if value is None:
                 data.model_notes[name].append(f"{line.title}: not in this model's archived line tables")
                 data.why_missing.setdefault(quantity.key, {})[name] = "no line table"
+        if line.species in K_KMS_SPECIES:
+            kkms = kkms_quantity(line)
+            data.quantities.append(kkms)
+            data.values[kkms.key] = {name: erg_to_k_kms(value, line.wavelength_um) for name, value in column.items()}
+            if quantity.key in data.why_missing:
+                data.why_missing[kkms.key] = dict(data.why_missing[quantity.key])

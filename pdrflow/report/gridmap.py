@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..ledger import JobState
 from ..results import JobRecord
+from .collect import STANDIN_MARK
 from .planes import centre, facet_figure, planes, style_axes
 
 STATES: tuple[str, ...] = tuple(state.value for state in JobState)
@@ -22,7 +24,14 @@ SHORT = {"pending": "pend", "running": "run", "computed": "comp", "archived": "o
          "failed_model": "FAIL\nmodel", "failed_storage": "FAIL\nstorage"}
 
 
-def plot_state_map(jobs: Sequence[JobRecord], path: Path, title: str) -> Path:
+def mark_standin(figure: Figure) -> None:
+    """Across the figure, where no crop or caption loses it: the numbers are not KOSMA-tau's."""
+    figure.text(0.5, 0.5, STANDIN_MARK, ha="center", va="center", rotation=20, fontsize=28, color="red", alpha=0.25,
+                zorder=10)
+    figure.text(0.005, 0.005, STANDIN_MARK, ha="left", va="bottom", fontsize=9, color="red")
+
+
+def plot_state_map(jobs: Sequence[JobRecord], path: Path, title: str, standin: bool = False) -> Path:
     grid_planes = planes(jobs)
     figure, axes = facet_figure(max(len(grid_planes), 1))
     colours = ListedColormap([STATE_COLOURS[s] for s in STATES])
@@ -41,5 +50,7 @@ def plot_state_map(jobs: Sequence[JobRecord], path: Path, title: str) -> Path:
     figure.legend(handles=[Patch(color=STATE_COLOURS[s], label=f"{s} ({counts[s]})") for s in present],
                   loc="outside right upper", title="job state")
     figure.suptitle(title)
+    if standin:
+        mark_standin(figure)
     figure.savefig(path, dpi=110)
     return path

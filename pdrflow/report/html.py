@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 
 from ..results import JobRecord
-from .collect import GridData, Quantity
+from .collect import STANDIN_MARK, GridData, Quantity
 from .planes import Plane, planes
 
 _STYLE = """
@@ -25,6 +25,7 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
 th { background: #f2f2f2; }
 td.missing { color: #999; background: repeating-linear-gradient(45deg, #fff, #fff 4px, #eee 4px, #eee 8px); }
 .note { color: #8a5a00; }
+.standin { color: #b00000; font-weight: bold; font-size: 1.2em; }
 """
 
 
@@ -88,7 +89,11 @@ def write_html(path: Path, data: GridData, sections: Sequence[Section]) -> Path:
     intro = (f"<p>{len(data.jobs)} jobs ({escape(summary)}). Science maps are read from the archived outputs; "
              "hatched cells have no value (the job is not archived, or its outputs lack what the map needs). "
              f"Written {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.</p>")
-    body = [f"<h1>pdrflow report — grid {escape(data.grid)}</h1>", intro]
+    title = f"pdrflow report — grid {escape(data.grid)}" + (f" ({STANDIN_MARK})" if data.standin else "")
+    body = [f"<h1>{title}</h1>", intro]
+    if data.standin:
+        body.insert(1, f'<p class="standin">{STANDIN_MARK}: these numbers were made by pdrflow\'s stand-in '
+                       "programs, for testing; they are not KOSMA-tau models.</p>")
     if notes:
         body.append(f"<h2>Notes</h2><ul>{notes}</ul>")
     for section in sections:
@@ -99,8 +104,9 @@ def write_html(path: Path, data: GridData, sections: Sequence[Section]) -> Path:
         body.append(section.tables)
     if model_notes:
         body.append(f"<h2>Per-model notes</h2><ul>{model_notes}</ul>")
+    mark = f" ({STANDIN_MARK})" if data.standin else ""
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>pdrflow report: {escape(data.grid)}</title><style>{_STYLE}</style></head>"
+            f"<title>pdrflow report: {escape(data.grid)}{mark}</title><style>{_STYLE}</style></head>"
             f"<body>{''.join(body)}</body></html>\n")
     path.write_text(page, encoding="utf-8")
     return path

@@ -13,6 +13,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.patches import Rectangle
 
 from .collect import GridData, Quantity
+from .gridmap import mark_standin
 from .planes import centre, facet_figure, planes, style_axes
 
 HATCH_COLOUR = "0.55"
@@ -57,5 +58,7 @@ def plot_quantity(data: GridData, quantity: Quantity, path: Path) -> Path:
     if mesh is not None:
         figure.colorbar(mesh, ax=axes, label=quantity.label, shrink=0.9)
     figure.suptitle(f"{quantity.title} — grid {data.grid}", fontsize=11)
+    if data.standin:
+        mark_standin(figure)
     figure.savefig(path, dpi=110)
     return path

@@ -59,6 +59,25 @@ class WorkerResources(WorkerPlugin):
         # When the worker retires (--lifetime, before the batch job's walltime), if it ever does.
         lifetime = getattr(worker, "lifetime", None)
         self.deadline = time.monotonic() + float(lifetime) if lifetime else None
+        self._kill_models_on_sigterm()
+
+    def _kill_models_on_sigterm(self) -> None:
+        """A worker told to stop (SIGTERM: its nanny, a closing notebook kernel, scancel) kills its
+        KOSMA-tau steps first. Teardown would too, but only after the worker has said goodbye to its
+        nanny, which may kill it before then; the steps run in their own sessions and would live on."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set there (a worker run in a thread keeps its default)
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            self.kill_running()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     def remaining_seconds(self) -> float | None:
         deadline = getattr(self, "deadline", None)

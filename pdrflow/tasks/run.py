@@ -149,9 +149,9 @@ def prepare_scratch(job: ModelJob, settings: RunSettings) -> Path:
     """A fresh directory with copies of the installation's inputs, links to its executables and the rendered inputs."""
     inst = settings.installation
     root = settings.scratch_root or default_scratch_root()  # None: node-local, resolved on this worker
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new scratch root is owner-only; an existing one kept
     scratch = root / f"{settings.grid}-{job.spec.name}-job{job.job_id}-{uuid.uuid4().hex[:8]}"
-    scratch.mkdir()
+    scratch.mkdir(mode=0o700)  # inputs and outputs of one model: the user's only
     for directory in (layout.PDR_OUTPUT_DIR, layout.ONION_OUTPUT_DIR, layout.MCDRT_DIR):
         (scratch / directory).mkdir()
     # Copies, never links: a step that writes into its inputs must not change the home every model shares.
