@@ -379,6 +379,8 @@ class Driver:
         try:
             if self.ledger.job(job_id).state == JobState.COMPUTED:
                 self.ledger.fail_archive(job_id, None, reason)
+            # The task has ended: an attempt it could not close (database down) must not stay open.
+            self.ledger.end_open_archive_attempts([job_id], reason)
         except LedgerError:
             pass
 

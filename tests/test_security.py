@@ -287,9 +287,9 @@ def test_security_and_dashboard_settings(tmp_path: Path, caplog: pytest.LogCaptu
         warn_if_dashboard_exposed("127.0.0.1:8787")
         assert not caplog.records
         warn_if_dashboard_exposed(":8787")  # (not bound here: this machine's rule is loopback only)
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records] == [(
         "cluster.dashboard_address ':8787' listens beyond this machine's loopback: anyone who reaches it can read "
-        "the grid and the worker logs (keep it 127.0.0.1:PORT and use the ssh tunnel)"]
+        "the grid and the worker logs (keep it 127.0.0.1:PORT and use the ssh tunnel)")]
     # Dask names the scheduler's network address; a loopback dashboard is reached at 127.0.0.1 (the tunnel's end)
     assert local_dashboard_link("http://10.1.2.3:8787/status", "127.0.0.1:8787") == "http://127.0.0.1:8787/status"
     assert local_dashboard_link("http://10.1.2.3:8787/status", ":8787") == "http://10.1.2.3:8787/status"

@@ -65,7 +65,7 @@ def join_allocation(config: AllocationClusterConfig) -> Any:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         # Rank 0 and the workers serve inside this call until the scheduler stops, then exit.
-        runner = SLURMRunner(
+        runner: Any = SLURMRunner(
             scheduler_file=str(directory / "pdrflow-scheduler-{job_id}.json"),
             scheduler_options={**options, **secure, "dashboard_address": config.dashboard_address or "127.0.0.1:0"},
             worker_options={**options, **secure, "nthreads": 1},

@@ -73,7 +73,8 @@ def security_from_pem(cert: str, key: str) -> Security:
 
 
 def _pem(security: Security) -> tuple[str, str]:
-    cert, key = security.tls_scheduler_cert, security.tls_scheduler_key
+    # set by Security.__init__ from its keyword arguments; typeshed-less, hence getattr
+    cert, key = getattr(security, "tls_scheduler_cert", None), getattr(security, "tls_scheduler_key", None)
     if not (isinstance(cert, str) and isinstance(key, str) and "\n" in cert and "\n" in key):
         raise ValueError("expected in-memory credentials (Security.temporary())")
     return cert, key
