@@ -112,7 +112,7 @@ def _old_spec(model: OldModel, config_spec: ModelSpec, identity: Identity) -> Mo
     return model_spec(model.name, axes, parameters, onion, network, elements, identity, varied)
 
 
-def _differences(old: ModelSpec, new: ModelSpec, model: OldModel) -> str:
+def _differences(old: ModelSpec, new: ModelSpec) -> str:
     diffs: list[str] = []
     for key, value in new.parameters.items():
         if key in old.parameters and not close(old.parameters[key], value):
@@ -288,7 +288,7 @@ def _examine(config: Config, old: OldConfig, models: Sequence[OldModel], specs: 
                     if model.status != "finished":
                         reasons.append(f"pdr_run status {model.status!r}")
                     if old_spec.model_hash != spec.model_hash:
-                        reasons.append(_differences(old_spec, spec, model))
+                        reasons.append(_differences(old_spec, spec))
                     code = _code_difference(model, installation, chem_rates)
                     if code:
                         reasons.append(code)
