@@ -20,13 +20,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from helpers import base_config, write_config, write_null_home  # noqa: E402
-from services.databases import APP_PASSWORD, remove_server, start_server  # noqa: E402
+from helpers import base_config, write_config, write_null_home
+from services.databases import APP_PASSWORD, remove_server, start_server
 
-from pdrflow.config import load_config  # noqa: E402
-from pdrflow.grid import expand_grid  # noqa: E402
-from pdrflow.kosma.installation import resolve_installation  # noqa: E402
-from pdrflow.ledger import Ledger  # noqa: E402
+from pdrflow.config import load_config
+from pdrflow.grid import expand_grid
+from pdrflow.kosma.installation import resolve_installation
+from pdrflow.ledger import Ledger
 
 
 def _grid_of(size: int) -> dict[str, list[float]]:

@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 if os.environ.get("PDRFLOW_BENCH_PACKAGE"):  # a baseline copy of pdrflow to compare with (--baseline)
     sys.path.insert(0, os.environ["PDRFLOW_BENCH_PACKAGE"])
 
-from helpers import base_config, write_config, write_null_home  # noqa: E402
+from helpers import base_config, write_config, write_null_home
 
 SPECIES = ("CO", "C+", "C", "O", "13C+", "13C", "13CO", "OH", "CH+", "HCO+", "H13CO+")
 N_WORKERS = 2
@@ -121,7 +121,7 @@ def model_list(config_path: Path) -> list[dict[str, Any]]:
 def floor_script(models: list[dict[str, Any]], home: Path, scratch: Path, archive: Path, stamps: Path,
                  fsync: bool) -> str:
     lines = ["set -e", f"H={shlex.quote(str(home))}", f"A={shlex.quote(str(archive))}",
-             f"mkdir -p \"$A\"/G/pdrgrid \"$A\"/G/oniongrid", f"SPECIES={shlex.quote(' '.join(SPECIES))}"]
+             "mkdir -p \"$A\"/G/pdrgrid \"$A\"/G/oniongrid", f"SPECIES={shlex.quote(' '.join(SPECIES))}"]
     for model in models:
         d = shlex.quote(str(scratch / model["name"]))
         lines += [
@@ -221,7 +221,7 @@ def run_pdrflow(work: Path, home: Path, n_models: int, profile: str | None = Non
     """The Driver API in-process, as cmd_run uses it (called in a child process: run_pdrflow_child)."""
     import dask.config
 
-    from pdrflow.cli import _open_ledger, worker_safety_config
+    from pdrflow.cli import open_ledger_of, worker_safety_config
     from pdrflow.config import load_config
     from pdrflow.driver import Driver, Event, plan_run
 
@@ -246,7 +246,7 @@ def run_pdrflow(work: Path, home: Path, n_models: int, profile: str | None = Non
         profiler.start()
     config = load_config(path)
     plan = plan_run(config)
-    ledger = _open_ledger(config, patience=300.0)
+    ledger = open_ledger_of(config, patience=300.0)
     try:
         outcome = Driver(config, plan, ledger, on_event=on_event).run()
     finally:

@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-import psutil  # noqa: E402
-from helpers import base_config, write_config, write_null_home  # noqa: E402
+import psutil
+from helpers import base_config, write_config, write_null_home
 
 
 def rows(db: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:

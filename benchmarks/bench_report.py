@@ -30,13 +30,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from helpers import base_config, write_config  # noqa: E402
-from services.sshd import Sshd  # noqa: E402
-from services.tcp_proxy import TcpProxy  # noqa: E402
+from helpers import base_config, write_config
+from services.sshd import Sshd
+from services.tcp_proxy import TcpProxy
 
-from pdrflow.config import Config, load_config  # noqa: E402
-from pdrflow.report.collect import collect  # noqa: E402
-from pdrflow.results import open_archive  # noqa: E402
+from pdrflow.config import Config, load_config
+from pdrflow.report.collect import collect
+from pdrflow.results import open_archive
 
 GRID = "benchreport"
 SPECIES = ["CO", "C+", "C"]

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, load_config
-from .status import STATES, GridStatus, grid_status, job_table
+from .states import FAILED_STATES, STATES, EventKind, JobState
+from .status import GridStatus, grid_status, job_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,21 +37,20 @@ if TYPE_CHECKING:
     from .export.writer import ExportResult
     from .results import ModelOutputs
 
-FINAL_FAILURES = ("failed_model", "failed_storage", "lost")
-
-
 @dataclass(frozen=True)
 class JobResult:
     """A job that ended archived (in this run or before it)."""
 
     name: str
-    state: str = "archived"
+    state: JobState = JobState.ARCHIVED
 
 
 class JobFailed(Exception):
-    """A job that ended failed: ``state`` is failed_model or failed_storage, ``reason`` says why."""
+    """A job that did not end archived. ``state`` is its state in the ledger, the same that
+    ``pdrflow status`` shows (failed_model, failed_storage, or pending for a run lost to dead
+    workers too often or stopped before it finished); ``reason`` says why."""
 
-    def __init__(self, name: str, state: str, reason: str) -> None:
+    def __init__(self, name: str, state: JobState, reason: str) -> None:
         super().__init__(f"{name}: {state}: {reason}")
         self.name, self.state, self.reason = name, state, reason
 
@@ -147,17 +147,16 @@ class GridRun:
                 self._ledger.close()
 
     def _on_event(self, event: Event) -> None:
-        if event.kind == "registered":
+        if event.kind == EventKind.REGISTERED:
             self._settle_futures(only_final=True)
-        elif event.kind == "grid_page":
+        elif event.kind == EventKind.GRID_PAGE:
             self.grid_page_link = event.detail or None
-        elif event.kind == "dashboard":
+        elif event.kind == EventKind.DASHBOARD:
             self.dashboard_link = event.detail
             self._client = self._driver.client
-        elif event.kind == "archived":
+        elif event.kind.job_state == JobState.ARCHIVED:
             _resolve(self.futures.get(event.job), JobResult(event.job))
-        elif event.kind in FINAL_FAILURES:
-            state = "failed_model" if event.kind == "lost" else event.kind
+        elif (state := event.kind.job_state) is not None:
             _fail(self.futures.get(event.job), JobFailed(event.job, state, event.detail))
 
     def _on_progress(self, outcome: Outcome) -> None:
@@ -174,12 +173,13 @@ class GridRun:
             future = self.futures.get(job.name)
             if future is None or future.done():
                 continue
-            if job.state.value == "archived":
+            state = JobState(job.state)
+            if state == JobState.ARCHIVED:
                 _resolve(future, JobResult(job.name))
-            elif job.state.value in FINAL_FAILURES[:2] and (not only_final or job.state not in self._states):
-                _fail(future, JobFailed(job.name, job.state.value, job.reason or ""))
+            elif state in FAILED_STATES and (not only_final or state not in self._states):
+                _fail(future, JobFailed(job.name, state, job.reason or ""))
             elif not only_final:
-                _fail(future, JobFailed(job.name, job.state.value, job.reason or "the run stopped before it finished"))
+                _fail(future, JobFailed(job.name, state, job.reason or "the run stopped before it finished"))
 
 
 def _resolve(future: Future[JobResult] | None, result: JobResult) -> None:

@@ -29,8 +29,9 @@ from .dashboard import page_link, register_dashboard
 from .errors import LedgerError, ModelFailed, StorageFailed
 from .grid import ModelSpec, expand_grid, varied_parameters
 from .kosma.installation import Installation, executable_version, resolve_installation
-from .ledger import JobRef, JobState, Ledger
+from .ledger import JobRef, Ledger
 from .ledger.lease import GridLease
+from .states import EventKind, JobState
 from .tasks.archive import archive_job
 from .tasks.resources import WorkerResources, kill_running_models
 from .tasks.run import check_required_outputs, run_model
@@ -56,7 +57,7 @@ class Action(Enum):
 class Event:
     """Something worth telling the user, as it happens."""
 
-    kind: str  # archived, failed_model, failed_storage, retry_archive, rerun, lost
+    kind: EventKind
     job: str
     detail: str = ""
 
@@ -151,7 +152,8 @@ class Driver:
         with GridLease(self.ledger, self.config.grid.name) as lease:
             self.lease = lease
             if lease.took_over:
-                self.on_event(Event("resume", "-", f"took over the grid from a stopped driver ({lease.took_over})"))
+                self.on_event(Event(EventKind.RESUMED, "-",
+                                    f"took over the grid from a stopped driver ({lease.took_over})"))
             return self._run(states)
 
     def _run(self, states: tuple[JobState, ...]) -> Outcome:
@@ -161,7 +163,8 @@ class Driver:
         self.outcome.registered = registration.total
         self.outcome.new = registration.new
         self.outcome.already_archived = registration.archived
-        self.on_event(Event("registered", "-", f"{registration.total} models, {registration.archived} already archived"))
+        self.on_event(Event(EventKind.REGISTERED, "-",
+                            f"{registration.total} models, {registration.archived} already archived"))
         wanted = set(self.plan.specs)
         todo = [job for job in self.ledger.jobs(self.config.grid.name, states) if job.model_hash in wanted]
         self.outcome.todo = len(todo)
@@ -175,8 +178,8 @@ class Driver:
                 cluster.client.register_plugin(WorkerResources())
                 register_dashboard(cluster.client, self.config.database, self.config.grid.name)
                 if cluster.dashboard_link:
-                    self.on_event(Event("dashboard", "-", cluster.dashboard_link))
-                    self.on_event(Event("grid_page", "-", page_link(cluster.dashboard_link) or ""))
+                    self.on_event(Event(EventKind.DASHBOARD, "-", cluster.dashboard_link))
+                    self.on_event(Event(EventKind.GRID_PAGE, "-", page_link(cluster.dashboard_link) or ""))
                 self.client = cluster.client
                 try:
                     self._loop(cluster)
@@ -303,10 +306,10 @@ class Driver:
                 name = self._jobs[job_id].name
                 if self.ledger.job(job_id).state == JobState.ARCHIVED:  # it finished as the worker left
                     self.outcome.archived += 1
-                    self.on_event(Event("archived", name))
+                    self.on_event(Event(EventKind.ARCHIVED, name))
                     continue
                 self.ledger.end_open_archive_attempts([job_id], "interrupted: the worker left")
-                self.on_event(Event("retry_archive", name, "the worker holding its outputs left; archiving "
+                self.on_event(Event(EventKind.RETRY_ARCHIVE, name, "the worker holding its outputs left; archiving "
                                     "from another worker"))
                 self._queue.appendleft((Action.ARCHIVE, job_id))
 
@@ -330,35 +333,35 @@ class Driver:
         error = future.exception()
         if isinstance(error, ModelFailed):
             self.outcome.failures[name] = error.reason
-            self.on_event(Event("failed_model", name, error.reason))
+            self.on_event(Event(EventKind.FAILED_MODEL, name, error.reason))
             return
         # The worker died or the task broke outside the model: the run is lost, not failed.
         self.ledger.requeue_running([job_id], f"run lost: {type(error).__name__}")
         self._lost_runs[job_id] = self._lost_runs.get(job_id, 0) + 1
         if self._lost_runs[job_id] <= LOST_RUN_RETRIES:
-            self.on_event(Event("rerun", name, f"run lost ({type(error).__name__}); running it again"))
+            self.on_event(Event(EventKind.RERUN, name, f"run lost ({type(error).__name__}); running it again"))
             self._queue.append((Action.RUN, job_id))
         else:
             reason = f"run lost {self._lost_runs[job_id]} times: {type(error).__name__}: {error}"
             self.outcome.failures[name] = reason
-            self.on_event(Event("lost", name, reason))
+            self.on_event(Event(EventKind.LOST, name, reason))
 
     def _archive_finished(self, future: Future, job_id: int) -> None:
         name = self._jobs[job_id].name
         if future.status == "finished":
             self.outcome.archived += 1
             self.outcome.failures.pop(name, None)
-            self.on_event(Event("archived", name))
+            self.on_event(Event(EventKind.ARCHIVED, name))
             return
         error = future.exception()
         if self.ledger.job(job_id).state == JobState.ARCHIVED:
             # The commit went through although its acknowledgement was lost (connection dropped).
             self.outcome.archived += 1
-            self.on_event(Event("archived", name))
+            self.on_event(Event(EventKind.ARCHIVED, name))
             return
         if isinstance(error, StorageFailed) and error.staged_missing:
             self.ledger.requeue(job_id, f"staged outputs gone: {error.reason}")
-            self.on_event(Event("rerun", name, "staged outputs are gone; computing the model again"))
+            self.on_event(Event(EventKind.RERUN, name, "staged outputs are gone; computing the model again"))
             self._queue.append((Action.RUN, job_id))
             return
         reason = error.reason if isinstance(error, StorageFailed) else f"archival task lost: {type(error).__name__}"
@@ -368,11 +371,11 @@ class Driver:
         permanent = isinstance(error, StorageFailed) and error.permanent
         if tries < self.config.run.archive_attempts and not permanent:
             delay = self._backoff(tries)
-            self.on_event(Event("retry_archive", name, f"{reason}; archiving again in {delay:.1f} s"))
+            self.on_event(Event(EventKind.RETRY_ARCHIVE, name, f"{reason}; archiving again in {delay:.1f} s"))
             heapq.heappush(self._delayed, (time.monotonic() + delay, job_id))
         else:
             self.outcome.failures[name] = reason
-            self.on_event(Event("failed_storage", name, reason))
+            self.on_event(Event(EventKind.FAILED_STORAGE, name, reason))
 
     def _record_storage_failure(self, job_id: int, reason: str) -> None:
         """The task could not always write failed_storage itself (ledger down): do it here."""

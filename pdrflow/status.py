@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LedgerError
+from .states import FAILED_STATES, JobState
 
 if TYPE_CHECKING:
     from .config import DatabaseConfig
 
-# The ledger's job states in display order (pdrflow.ledger.schema.JobState; a test keeps them equal).
-STATES = ("pending", "running", "computed", "archived", "failed_model", "failed_storage")
-FAILED_STATES = ("failed_model", "failed_storage")
 EXAMPLES_PER_CAUSE = 5
 
 _COUNTS_SQL = """
@@ -31,10 +29,11 @@ WHERE g.name = :grid GROUP BY j.state"""
 _ATTEMPTS_SQL = """
 SELECT a.kind, COUNT(*) FROM attempts a JOIN jobs j ON a.job_id = j.id JOIN grids g ON j.grid_id = g.id
 WHERE g.name = :grid GROUP BY a.kind"""
-_FAILED_SQL = """
+_FAILED_IN = ", ".join(f"'{state.value}'" for state in sorted(FAILED_STATES))
+_FAILED_SQL = f"""
 SELECT j.name, j.state, j.reason, j.metallicity, j.density, j.mass, j.fuv, j.varied
 FROM jobs j JOIN grids g ON j.grid_id = g.id
-WHERE g.name = :grid AND j.state IN ('failed_model', 'failed_storage') ORDER BY j.id"""
+WHERE g.name = :grid AND j.state IN ({_FAILED_IN}) ORDER BY j.id"""
 # NULL when a run wrote every expected output (the ledger never stores an empty list): IS NOT NULL everywhere.
 _MISSING_SQL = """
 SELECT j.missing_outputs FROM jobs j JOIN grids g ON j.grid_id = g.id
@@ -75,7 +74,7 @@ class GridStatus:
 
     @property
     def all_archived(self) -> bool:
-        return self.counts.get("archived", 0) == self.total
+        return self.counts.get(JobState.ARCHIVED, 0) == self.total
 
     def failure_groups(self) -> list[FailureGroup]:
         groups: dict[tuple[str, str], FailureGroup] = {}

@@ -92,3 +92,28 @@ def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
     time.sleep(2)
     assert [pid for pid in workers if psutil.pid_exists(pid)] == []
     assert [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-2:] == ["sleep", "30"]] == []
+
+
+KILLING_PDR = """#!/bin/sh
+if [ "$1" = "--version" ]; then echo "Revision: null-1"; exit 0; fi
+case "$(pwd)" in *_40_-10_10_*) kill -9 $PPID; sleep 5; exit 9;; esac
+for f in pdrout.hdf pdrstruct_s.hdf5 pdrchem_c.hdf5 chemchk.out CTRL_IND; do echo "$f" > "pdroutput/$f"; done
+echo mcdrt > Out/mrt.dat
+"""
+
+
+def test_a_run_lost_to_dead_workers_has_the_ledgers_state(tmp_path: Path) -> None:
+    """One model kills its worker every time: the driver gives up on it and the ledger keeps it pending.
+    The notebook's future must say the same state as `pdrflow status`, not invent a failure."""
+    home = write_null_home(tmp_path / "home")
+    (home / "pdrexe").write_text(KILLING_PDR)
+    config = write_config(tmp_path / "grid.yaml", base_config(tmp_path, home=home))
+    grid = pdrflow.Grid.open(config)
+    run = grid.submit()
+    error = run.futures["100_40_-10_10_00"].exception(timeout=240)
+    run.wait(timeout=120)
+    assert isinstance(error, pdrflow.JobFailed) and "run lost" in error.reason
+    ledger_state = ledger_rows(tmp_path / "ledger.sqlite", "SELECT state FROM jobs WHERE name = '100_40_-10_10_00'")
+    assert ledger_state == [("pending",)]
+    assert error.state == "pending"
+    assert grid.status().loc["100_40_-10_10_00", "state"] == error.state

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from helpers import base_config, cli, status, write_config, write_null_home
 
-from pdrflow.ledger.schema import JobState
-from pdrflow.status import STATES, FailedJob, GridStatus, failure_cause
+from pdrflow.status import FailedJob, GridStatus, failure_cause
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -113,10 +112,6 @@ def test_a_batch_log_gets_event_lines_not_a_live_display(tmp_path: Path) -> None
     assert "\x1b[" not in done.stdout and "\r" not in done.stdout
     events = done.stdout.split("\ngrid testgrid: 4 models")[0].splitlines()  # before the final summary
     assert sum(line.startswith("failed_model 100_40_") for line in events) == 2, done.stdout
-
-
-def test_state_names_match_the_ledger() -> None:
-    assert STATES == tuple(state.value for state in JobState)
 
 
 def test_failure_causes_ignore_job_specific_details() -> None:

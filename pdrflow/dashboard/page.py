@@ -11,18 +11,10 @@ import json
 from collections.abc import Sequence
 from html import escape
 
-from .queries import STATES
+from ..states import STATE_COLOURS, STATES
 
-# Colour per state (colour-blind safe, Okabe-Ito), shared by the map and the legend.
-STATE_COLOURS: dict[str, str] = {
-    "pending": "#d9d9d9",
-    "running": "#56b4e9",
-    "computed": "#f0e442",
-    "archived": "#009e73",
-    "failed_model": "#d55e00",
-    "failed_storage": "#cc79a7",
-    "empty": "#ffffff",
-}
+# A cell with no model in it is drawn white.
+COLOURS: dict[str, str] = {**{state.value: colour for state, colour in STATE_COLOURS.items()}, "empty": "#ffffff"}
 
 _STYLE = """
 body { font-family: Helvetica, Arial, sans-serif; }
@@ -226,7 +218,7 @@ def render_page(grid: str, ledger: str, data_url: str, refresh_seconds: float, n
         f'<li><a href="{escape(page)}">{escape(page.title())}</a></li>' for page in nav_pages
     )
     script = _SCRIPT % {
-        "colours": json.dumps(STATE_COLOURS),
+        "colours": json.dumps(COLOURS),
         "states": json.dumps(list(STATES)),
         "data_url": json.dumps(data_url),
         "refresh_ms": int(refresh_seconds * 1000),

@@ -19,13 +19,14 @@ from sqlalchemy import Engine, and_, create_engine, event, func, or_, select
 from sqlalchemy.pool import NullPool
 
 from ..config import DatabaseConfig
-from ..ledger.schema import Grid, Job, JobState
+from ..ledger.schema import Grid, Job
+from ..states import STATES, JobState
 from ..status import sqlite_path
 
-# Display order, and the order that decides a mixed cell's colour: the first state present wins,
+# The order that decides a mixed cell's colour: the first state present wins,
 # so a cell shows its most urgent job (a failure) before its most finished one.
-STATES: tuple[str, ...] = tuple(state.value for state in JobState)
-CELL_PRIORITY: tuple[str, ...] = ("failed_model", "failed_storage", "running", "computed", "pending", "archived")
+CELL_PRIORITY: tuple[JobState, ...] = (JobState.FAILED_MODEL, JobState.FAILED_STORAGE, JobState.RUNNING,
+                                        JobState.COMPUTED, JobState.PENDING, JobState.ARCHIVED)
 MAX_CELLS = 20_000  # cells sent to (and drawn by) the browser per refresh
 MAX_FACETS = 24  # facets per page
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..states import FAILED_STATES, JobState
 from .cube import ABSENT, GridCube
 
 LATTICE_TOLERANCE = 0.05  # of a step: 10^3 and 3.16e3 are half a dex apart
@@ -126,7 +127,7 @@ def coverage(cube: GridCube, outlier_dex: float) -> Coverage:
     by_name = {job.name: job for job in cube.jobs}
     for job in cube.jobs:
         entry = {"job": job.name, "state": job.state, "reason": job.reason}
-        if job.state in ("failed_model", "failed_storage"):
+        if job.state in FAILED_STATES:
             result.failed.append(entry)
         elif not job.archived:
             result.not_archived.append(entry)
@@ -168,6 +169,6 @@ def hole_names(cube: GridCube, matrix: np.ndarray, plane: Plane) -> list[str]:
     for r, c in zip(*np.nonzero(~np.isfinite(matrix)), strict=True):
         n, chi = cube.axis_values["density"][c], cube.axis_values["fuv"][r]
         name = names[r, c]
-        why = states[r, c] if states[r, c] != "archived" else cube.unreadable.get(name, "no value")
+        why = states[r, c] if states[r, c] != JobState.ARCHIVED else cube.unreadable.get(name, "no value")
         holes.append(f"{name or 'no job'} (n={n:g}, FUV={chi:g}: {why[:80]})")
     return holes

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..ledger.schema import Grid, Job
 from ..results import ArchiveReader, JobRecord, ScalarInfo, model_scalars
+from ..states import JobState
 
 AXES = ("metallicity", "density", "mass", "fuv")  # always in this order, varied parameters after them
 PLANE_AXES = ("density", "fuv")  # always dimensions: every n-χ plane is a model-set image
@@ -111,7 +112,7 @@ def provenance_summary(reader: ArchiveReader) -> dict[str, Any]:
             states[state] += 1
             if isinstance(provenance, str):  # a driver handing JSON back as text
                 provenance = json.loads(provenance)
-            if not provenance or state != "archived":
+            if not provenance or state != JobState.ARCHIVED:
                 continue
             for role in ("pdr_executable", "onion_executable"):
                 exe = provenance.get(role) or {}

@@ -22,6 +22,7 @@ from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from ..errors import LedgerError
+from ..states import JobState
 from .ledger import Ledger, _transient_db_errors
 from .schema import (
     ArchivedFile,
@@ -30,7 +31,6 @@ from .schema import (
     AttemptOutcome,
     Grid,
     Job,
-    JobState,
     Model,
     PreexistingFile,
     utcnow,

@@ -22,17 +22,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from ..errors import ConfigError, LedgerError
+from ..states import ALLOWED_TRANSITIONS, JobState
 from ..storage.base import StoredFile
 from .migrate import ensure_schema
 from .schema import (
-    ALLOWED_TRANSITIONS,
     ArchivedFile,
     Attempt,
     AttemptKind,
     AttemptOutcome,
     Grid,
     Job,
-    JobState,
     Model,
     PreexistingFile,
     utcnow,

@@ -1,4 +1,4 @@
-"""The ledger's tables (SQLAlchemy 2.0 typed ORM) and the job state machine."""
+"""The ledger's tables (SQLAlchemy 2.0 typed ORM); the job states they store are in ``pdrflow.states``."""
 
 from __future__ import annotations
 
@@ -10,30 +10,11 @@ from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Str
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeEngine
 
+from ..states import JobState
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)  # naive UTC: identical on SQLite, PostgreSQL, MariaDB
-
-
-class JobState(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPUTED = "computed"
-    ARCHIVED = "archived"
-    FAILED_MODEL = "failed_model"
-    FAILED_STORAGE = "failed_storage"
-
-
-# The only transitions the ledger accepts. "→ pending" means: run the model again
-# (interrupted run, or staged outputs lost before archival).
-ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.RUNNING}),
-    JobState.RUNNING: frozenset({JobState.COMPUTED, JobState.FAILED_MODEL, JobState.PENDING}),
-    JobState.COMPUTED: frozenset({JobState.ARCHIVED, JobState.FAILED_STORAGE, JobState.PENDING}),
-    JobState.FAILED_STORAGE: frozenset({JobState.ARCHIVED, JobState.FAILED_STORAGE, JobState.PENDING}),
-    JobState.FAILED_MODEL: frozenset({JobState.PENDING}),
-    JobState.ARCHIVED: frozenset(),
-}
 
 
 class AttemptKind(enum.StrEnum):

@@ -10,18 +10,12 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..ledger import JobState
 from ..results import JobRecord
+from ..states import STATE_COLOURS, STATE_SHORT, STATES, JobState
 from .collect import STANDIN_MARK
 from .planes import centre, facet_figure, planes, style_axes
 
-STATES: tuple[str, ...] = tuple(state.value for state in JobState)
-STATE_COLOURS = {
-    "pending": "#d9d9d9", "running": "#fdd835", "computed": "#4fc3f7",
-    "archived": "#43a047", "failed_model": "#e53935", "failed_storage": "#8e24aa",
-}
-SHORT = {"pending": "pend", "running": "run", "computed": "comp", "archived": "ok",
-         "failed_model": "FAIL\nmodel", "failed_storage": "FAIL\nstorage"}
+_DARK = frozenset({JobState.ARCHIVED, JobState.FAILED_MODEL})  # white labels read better on these colours
 
 
 def mark_standin(figure: Figure) -> None:
@@ -43,8 +37,8 @@ def plot_state_map(jobs: Sequence[JobRecord], path: Path, title: str, standin: b
                       linewidth=1.0)
         if plane.annotate:
             for (row, column), job in plane.cells.items():
-                ax.text(*centre(x, y, row, column), SHORT[job.state], ha="center", va="center", fontsize=8,
-                        color="white" if job.state in ("archived", "failed_model", "failed_storage") else "black")
+                ax.text(*centre(x, y, row, column), STATE_SHORT[JobState(job.state)], ha="center", va="center", fontsize=8,
+                        color="white" if job.state in _DARK else "black")
     present = [s for s in STATES if any(job.state == s for job in jobs)]
     counts = {s: sum(job.state == s for job in jobs) for s in present}
     figure.legend(handles=[Patch(color=STATE_COLOURS[s], label=f"{s} ({counts[s]})") for s in present],

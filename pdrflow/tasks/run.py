@@ -31,7 +31,7 @@ from ..config import default_scratch_root
 from ..errors import ConfigError, ModelFailed, shown
 from ..kosma import layout
 from ..kosma.inputs import CHEM_RATES_LINK, render_inputs
-from ..ledger.schema import JobState
+from ..states import JobState
 from ..storage.base import sha256_file
 from .resources import remaining_lifetime, task_ledger, tracked_process_group, worker_name
 from .types import MANIFEST_FILE, Manifest, ModelJob, RunSettings, StagedFile
