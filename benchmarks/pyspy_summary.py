@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import collections
 import re
+from pathlib import Path
 
 
 def kind_of(root: str, first_pid: str) -> str:
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--match", default="", help="only count 'total' for frames containing this")
     args = parser.parse_args()
-    lines = open(args.profile).read().splitlines()
+    lines = Path(args.profile).read_text().splitlines()
     first_pid = re.match(r"process (\d+)", lines[0]).group(1) if lines else ""
     self_counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     total_counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -8,7 +9,37 @@ from typing import Any
 
 import pytest
 from helpers import write_null_home
+from services.marks import MARKS_VARIABLE
 from services.sshd import Sshd
+
+# Test selection (`./scripts/test -m "not services"` is the quick loop while editing): one table.
+# services: needs a real server (sshd, PostgreSQL, MariaDB, SLURM, Chromium); slurm: the SLURM cluster;
+# slow: builds and runs whole grids for a minute or more. Fixtures imply marks; whole modules are listed.
+FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
+    "sshd": ("services",), "mariadb": ("services",), "postgres": ("services",), "servers": ("services",),
+    "browser": ("services",), "slurm": ("services", "slurm"),
+}
+MODULE_MARKS: dict[str, tuple[str, ...]] = {
+    "test_slurm.py": ("services", "slurm", "slow"), "test_ledger_databases.py": ("services",),
+    "test_sftp_e2e.py": ("services",), "test_sftp_storage.py": ("services",),
+    "test_report.py": ("slow",), "test_export.py": ("slow",), "test_quickstart.py": ("slow",),
+    "test_notebook.py": ("slow",), "test_fault_matrix.py": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(MODULE_MARKS.get(item.path.name, ()))
+        for fixture in getattr(item, "fixturenames", ()):
+            names.update(FIXTURE_MARKS.get(fixture, ()))
+        for name in sorted(names - {mark.name for mark in item.iter_markers()}):
+            item.add_marker(name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture of the test (module-scoped servers too); read by tests/services/marks.py.
+    os.environ[MARKS_VARIABLE] = ",".join(mark.name for mark in item.iter_markers())
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +87,9 @@ else:
 
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            if module.endswith("test_security.py") and "slurm" in nodeid:
-                return module.replace("test_security.py", "test_slurm.py")  # with the other SLURM tests
+            for shared in ("test_security.py", "test_secret_paths.py"):
+                if module.endswith(shared) and "slurm" in nodeid:
+                    return module.replace(shared, "test_slurm.py")  # with the other SLURM tests
             return module if module.rsplit("/", 1)[-1] in ONE_WORKER_MODULES else nodeid
 
     def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:

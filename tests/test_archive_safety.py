@@ -48,7 +48,7 @@ def _sftp_env(tmp_path: Path) -> dict[str, str]:
     return {"HOME": str(home), "SSH_AUTH_SOCK": "", "PDRFLOW_SFTP_PASSWORD": "", "PDR_STORAGE_PASSWORD": ""}
 
 
-@pytest.fixture(params=["local", "sftp"])
+@pytest.fixture(params=["local", pytest.param("sftp", marks=pytest.mark.services)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """(storage section, CLI environment); the archive is tmp_path/archive either way."""
     archive = tmp_path / "archive"

@@ -157,7 +157,7 @@ def outliers(cube: GridCube, dex: float) -> list[dict[str, Any]]:
                 finite = [x for x in residuals if math.isfinite(x)]
                 if finite and len(finite) == len(residuals) and min(abs(x) for x in finite) > dex:
                     found.append({"job": names[r, c], "quantity": key,
-                                  "dex_from_neighbours": round(float(min(finite, key=lambda x: abs(x))), 3)})
+                                  "dex_from_neighbours": round(float(min(finite, key=abs)), 3)})
     return found
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from . import processes
+from .marks import require_marked
 
 APP_USER = "pdrflow"
 APP_PASSWORD = "canary-db-Pw-7f3a"  # tests assert this never appears in outputs or files
@@ -131,6 +132,7 @@ class DatabaseServer:
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def start(self, *, first: bool = False) -> None:
+        require_marked(self.kind)
         if self.kind == "postgresql":
             if first:
                 self._pg_init()

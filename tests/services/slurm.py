@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import processes
 from .databases import free_port, require
+from .marks import require_marked
 
 NODE_CPUS = 4
 NODE_MEMORY_MB = 8192
@@ -68,6 +69,7 @@ def _ensure_munge() -> None:
 
 
 def start_slurm() -> Slurm:
+    require_marked("SLURM", "slurm")
     require(shutil.which("slurmctld") or "/usr/sbin/slurmctld", "SLURM (Debian packages slurmctld slurmd munge)")
     require(shutil.which("munged") or "/usr/sbin/munged", "munge (Debian package munge)")
     _ensure_munge()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Self
 
 from . import processes
+from .marks import require_marked
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
@@ -204,6 +205,7 @@ class Sshd:
 
     def start(self) -> None:
         """Start sshd (on a new free port the first time, on the same port after a stop)."""
+        require_marked("sshd")
         if self.pid is not None:
             raise RuntimeError("sshd already running")
         if not self.port:

@@ -436,7 +436,7 @@ def check_consistent(pdrnew: Inputs, config: Inputs, rel_tol: float = 1e-9) -> N
             raise InconsistentInputs(f"PDRNEW.INP element {key}={value!r} but pdr_config.json {key}="
                                      f"{config.elements[key]!r}")
     if pdrnew.species != config.species:
-        first = next((i for i, pair in enumerate(zip(pdrnew.species, config.species)) if pair[0] != pair[1]),
+        first = next((i for i, pair in enumerate(zip(pdrnew.species, config.species, strict=False)) if pair[0] != pair[1]),
                      min(len(pdrnew.species), len(config.species)))
         raise InconsistentInputs(f"PDRNEW.INP SPECIES cards ({len(pdrnew.species)}) and pdr_config.json species "
                                  f"({len(config.species)}) differ from entry {first + 1} on")
