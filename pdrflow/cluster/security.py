@@ -11,6 +11,12 @@ written to a fresh owner-only (0700) directory that is removed when the run ends
 the directory dask-jobqueue's worker jobs read (``shared_temp_directory``), for a SLURMRunner
 allocation a directory next to the scheduler file that rank 0 writes and the other ranks read.
 It never goes into a log, the ledger or the archive (``Security``'s repr shows no key material).
+
+Passwords: workers and the scheduler read them from their own environment (configs are pickled
+without them, see ``config._PasswordFromEnv``). sbatch hands its whole environment to a SLURM job
+(``--export=ALL``, through slurmctld), so SLURMCluster's sbatch runs without the password variables
+a worker does not need (:func:`withheld_from_workers`, :func:`job_class_without`): the database
+password when the ledger is SQLite, the SFTP password when the archive is not SFTP.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shlex
 import shutil
 import stat
 import tempfile
@@ -26,10 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from ..config import DB_PASSWORD_ENV, SFTP_PASSWORD_ENV, SftpStorageConfig
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from distributed.security import Security
+
+    from ..config import Config
 
 log = logging.getLogger("pdrflow")
 
@@ -154,6 +164,32 @@ def read_credentials(directory: Path, timeout: float = 300.0) -> Security:
         time.sleep(0.1)
     _check_private(directory)
     return security_from_pem((directory / _CERT).read_text(), (directory / _KEY).read_text())
+
+
+# ---- which passwords a worker job gets ---------------------------------------------------------
+
+
+def withheld_from_workers(config: Config) -> tuple[str, ...]:
+    """The password variables this run's workers never use: the database's for an SQLite ledger (a file, no
+    password), the SFTP server's when the archive is not on SFTP."""
+    withheld: list[str] = []
+    if config.database.sqlalchemy_url().drivername.startswith("sqlite"):
+        withheld += DB_PASSWORD_ENV
+    if not isinstance(config.storage, SftpStorageConfig):
+        withheld += SFTP_PASSWORD_ENV
+    return tuple(withheld)
+
+
+def job_class_without(withheld: tuple[str, ...]) -> type:
+    """dask-jobqueue's SLURMJob, its ``sbatch`` run without the ``withheld`` variables in its environment: what a
+    job does not need never reaches slurmctld, the job's stored environment or the worker processes."""
+    from dask_jobqueue.slurm import SLURMJob
+
+    async def _submit_job(self: SLURMJob, script_filename: str) -> str:
+        environment = {name: value for name, value in os.environ.items() if name not in withheld}
+        return str(await self._call([*shlex.split(self.submit_command), script_filename], env=environment))
+
+    return type("PdrflowSLURMJob", (SLURMJob,), {"_submit_job": _submit_job, "__module__": __name__})
 
 
 # ---- the dashboard ----------------------------------------------------------------------------

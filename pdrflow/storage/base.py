@@ -21,22 +21,27 @@ from pathlib import Path
 from typing import BinaryIO, Self
 
 CHUNK = 1 << 20
+PROBE_NAME = "pdrflow-probe"  # Storage.probe writes a temporary of <grid>/pdrflow-probe
 
 
 class StorageError(Exception):
-    """A storage operation failed; ``transient`` failures are worth retrying soon."""
+    """A storage operation failed; ``transient`` failures are worth retrying soon.
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    ``persistent``: the archive refuses for a reason no retry can cure until someone acts
+    (permission denied, read-only file system, no space, quota): the archival fails at once."""
+
+    def __init__(self, message: str, *, transient: bool = False, persistent: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.persistent = persistent and not transient
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Keep the flag when the exception crosses a process boundary (Dask pickles it).
-        return (_rebuild_storage_error, (str(self), self.transient))
+        # Keep the flags when the exception crosses a process boundary (Dask pickles it).
+        return (_rebuild_storage_error, (str(self), self.transient, self.persistent))
 
 
-def _rebuild_storage_error(message: str, transient: bool) -> StorageError:
-    return StorageError(message, transient=transient)
+def _rebuild_storage_error(message: str, transient: bool, persistent: bool = False) -> StorageError:
+    return StorageError(message, transient=transient, persistent=persistent)
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,11 @@ class Storage(ABC):
         If the final path already holds exactly these bytes nothing is written.
         """
 
+    def put_many(self, items: Sequence[tuple[Path, str, int, str]]) -> list[StoredFile]:
+        """``put`` for each (local, path, size, sha256), in order. Backends that can keep several
+        files in flight (SFTP) or batch their syncs (local) override it."""
+        return [self.put(local, path, size=size, sha256=sha256) for local, path, size, sha256 in items]
+
     @abstractmethod
     def stat(self, path: str) -> int | None:
         """Size of the stored file, or None when it does not exist."""
@@ -158,7 +168,32 @@ class Storage(ABC):
         Called before an archival that is not the job's first, so it lists each directory once."""
         return 0
 
-    def close(self) -> None:  # an optional hook, not abstract
+    def probe(self, directory: str) -> None:
+        """Prove that an archival could write below ``directory``: a small file is stored there by
+        ``put`` (temporary name, atomic rename, size and sha256 checked, as for any upload), found
+        at its final path, and removed again. Raises :class:`StorageError` naming the refusal.
+
+        The probe is named like a cut-off upload's temporary of ``<directory>/pdrflow-probe``, so
+        ``remove_temporaries`` removes it and a crash mid-probe leaves nothing pdrflow cannot
+        recognise. A backend without ``remove_temporaries`` cannot clean up: refused."""
+        import tempfile
+        import uuid
+
+        data = b"pdrflow archive probe: written and removed before any model runs\n"
+        name = f".{PROBE_NAME}.pdrflow-{uuid.uuid4().hex}.part"
+        target = posixpath.join(check_relative_path(directory), name)
+        with tempfile.TemporaryDirectory(prefix="pdrflow-probe-") as local_dir:
+            local = Path(local_dir) / name.lstrip(".")
+            local.write_bytes(data)
+            stored = self.put(local, target, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        if (stored.size, stored.sha256) != (len(data), hashlib.sha256(data).hexdigest()) or \
+                self.existing([target]).get(target) != len(data):
+            raise StorageError(f"{self.description}: the probe {target} is not at its final path after the upload")
+        self.remove_temporaries([posixpath.join(directory, PROBE_NAME)])
+        if self.stat(target) is not None:
+            raise StorageError(f"{self.description}: cannot remove the probe {target} (left in place; remove it)")
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release connections; the object may not be used afterwards."""
 
     def __enter__(self) -> Self:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Sequence
@@ -26,6 +28,8 @@ from .base import (
 
 # Errors a retry may cure (a network filesystem hiccup); the rest are reported at once.
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EIO, errno.ESTALE, errno.EBUSY}
+# Errors that stay until someone changes the archive (permissions, mount, space, quota).
+_PERSISTENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 # link(2) refused because the filesystem has no hard links (some network and FUSE filesystems).
@@ -33,17 +37,19 @@ _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, er
 
 _BATCH = 256  # files open at once in put_many
 _FSYNC_THREADS = 16
-_fsync_executor: ThreadPoolExecutor | None = None
+
 _fsync_lock = threading.Lock()
+
+
+@functools.cache
+def _new_fsync_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="pdrflow-fsync")
 
 
 def _fsync_pool() -> ThreadPoolExecutor:
     """Threads that fsync concurrently (one per process, started on first use)."""
-    global _fsync_executor
-    with _fsync_lock:
-        if _fsync_executor is None:
-            _fsync_executor = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="pdrflow-fsync")
-        return _fsync_executor
+    with _fsync_lock:  # functools.cache alone may call the factory twice in a race
+        return _new_fsync_pool()
 
 
 def _describe(exc: OSError) -> str:
@@ -51,14 +57,56 @@ def _describe(exc: OSError) -> str:
 
 
 def _os_failure(what: str, exc: OSError) -> StorageError:
-    """``what`` failed because of ``exc``; transient when a retry may cure it."""
-    return StorageError(f"{what}: {_describe(exc)}", transient=exc.errno in _TRANSIENT_ERRNOS)
+    """``what`` failed because of ``exc``; transient when a retry may cure it, persistent when only
+    someone fixing the archive can (the archival then fails at once, no backoff)."""
+    return StorageError(f"{what}: {_describe(exc)}", transient=exc.errno in _TRANSIENT_ERRNOS,
+                        persistent=exc.errno in _PERSISTENT_ERRNOS)
 
 
 class LocalStorage(Storage):
-    def __init__(self, root: Path) -> None:
+    """``file_mode`` / ``dir_mode`` (from ``storage.file_mode`` / ``dir_mode``) are set explicitly on every file
+    written and every directory created here, whatever the umask; None leaves them to the umask."""
+
+    def __init__(self, root: Path, *, file_mode: int | None = None, dir_mode: int | None = None) -> None:
         self.root = Path(root)
         self.description = f"local directory {self.root}"
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
+
+    def _create(self, temporary: Path) -> int:
+        """A new temporary file (never an existing one) with the configured mode, as an open descriptor."""
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                     0o666 if self.file_mode is None else self.file_mode)
+        if self.file_mode is not None:
+            try:
+                os.fchmod(fd, self.file_mode)  # the umask narrowed open()'s mode: the configured one exactly
+            except OSError:
+                os.close(fd)
+                raise
+        return fd
+
+    def _make_dirs(self, directory: Path) -> None:
+        """mkdir -p: the levels created here get ``dir_mode`` (plus an inherited setgid bit); existing
+        directories are left as they are."""
+        if self.dir_mode is None:
+            directory.mkdir(parents=True, exist_ok=True)
+            return
+        missing: list[Path] = []
+        level = directory
+        while not level.is_dir():
+            missing.append(level)
+            level = level.parent
+        for level in reversed(missing):
+            try:
+                os.mkdir(level, self.dir_mode)
+            except FileExistsError:
+                if level.is_dir():
+                    continue  # another worker created it a moment ago (and sets its mode)
+                # a file where a directory must be: say so, as mkdir -p would
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(level)) from None
+            # mkdir's mode went through the umask; a setgid bit inherited from the parent stays (a group's
+            # shared archive hands its group down that way).
+            os.chmod(level, self.dir_mode | (os.stat(level).st_mode & stat.S_ISGID))
 
     def _target(self, path: str) -> Path:
         return self.root / check_relative_path(path)
@@ -69,10 +117,10 @@ class LocalStorage(Storage):
             return StoredFile(path, size, sha256)  # already archived: resumed archival is cheap
         temporary = target.parent / f".{target.name}.pdrflow-{uuid.uuid4().hex}.part"
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(target.parent)
             digest = hashlib.sha256()
             written = 0
-            with local.open("rb") as source, temporary.open("xb") as sink:
+            with local.open("rb") as source, os.fdopen(self._create(temporary), "wb") as sink:
                 while chunk := source.read(CHUNK):
                     sink.write(chunk)
                     digest.update(chunk)
@@ -120,12 +168,12 @@ class LocalStorage(Storage):
         written: list[tuple[Path, Path, int]] = []  # (temporary, target, open fd)
         current = todo[0][1]
         try:
-            for directory in {target.parent for *_, target in todo}:
-                directory.mkdir(parents=True, exist_ok=True)
+            for directory in sorted({target.parent for *_, target in todo}):
+                self._make_dirs(directory)
             for local, path, size, sha256, target in todo:
                 current = path
                 temporary = target.parent / f".{target.name}.pdrflow-{uuid.uuid4().hex}.part"
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                fd = self._create(temporary)
                 written.append((temporary, target, fd))
                 digest = hashlib.sha256()
                 count = 0
@@ -176,15 +224,19 @@ class LocalStorage(Storage):
                 raise _os_failure(f"cannot list {directory} under {self.root}", exc) from None
             for name in entries:
                 if is_temporary_of(name, prefixes):
-                    with contextlib.suppress(FileNotFoundError):
+                    try:
                         (self.root / directory / name).unlink()
                         removed += 1
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:  # a StorageError like any other refusal, classified
+                        raise _os_failure(f"cannot remove {directory}/{name} under {self.root}", exc) from None
         return removed
 
     def rename(self, old: str, new: str) -> None:
         source, target = self._target(old), self._target(new)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(target.parent)
             try:
                 # link + unlink never replaces: link fails with EEXIST if `new` exists (rename would overwrite)
                 os.link(source, target, follow_symlinks=False)
@@ -221,7 +273,7 @@ class LocalStorage(Storage):
         except NotADirectoryError:
             return None
         except OSError as exc:
-            raise StorageError(f"cannot stat {path}: {_describe(exc)}") from None
+            raise _os_failure(f"cannot stat {path}", exc) from None
 
     def checksum(self, path: str) -> str | None:
         try:
@@ -229,7 +281,7 @@ class LocalStorage(Storage):
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise StorageError(f"cannot read {path}: {_describe(exc)}") from None
+            raise _os_failure(f"cannot read {path}", exc) from None
 
     def fetch(self, path: str, local: Path) -> StoredFile:
         source = self._target(path)

@@ -8,10 +8,11 @@ Upload of one file (``put``):
 
 1. ``stat`` the final path; if it has the expected size, stream it back and compare the
    sha256: equal means already archived, nothing is written (cheap resumed archival).
-2. Create missing directories (remembered per connection).
+2. Create missing directories (remembered per connection), each chmod'ed to ``storage.dir_mode``
+   (directories that exist already are left as they are).
 3. Write ``.<name>.pdrflow-<uuid>.part`` in the target directory with pipelined writes,
-   hashing the bytes as they are sent; ``fsync@openssh.com`` (when offered), ``fstat`` and
-   close ride behind the last write (one round trip); a large file is also flushed to the
+   hashing the bytes as they are sent; a chmod to ``storage.file_mode`` (FSETSTAT: no umask),
+   ``fsync@openssh.com`` (when offered), ``fstat`` and close ride behind the last write (one round trip); a large file is also flushed to the
    server's disk from a spare channel while it streams; compare size and sha256.
 4. ``posix-rename@openssh.com`` onto the final name. Without that extension: plain rename
    when the final name is free, else move the old file aside first - the final name may be
@@ -32,6 +33,7 @@ import contextlib
 import logging
 import os
 import posixpath
+import stat
 import threading
 import uuid
 from collections.abc import Sequence
@@ -40,7 +42,7 @@ from pathlib import Path
 
 import paramiko
 
-from ..config import SftpStorageConfig
+from ..config import SftpStorageConfig, archive_modes
 from .base import (
     HashingSink,
     Storage,
@@ -51,10 +53,19 @@ from .base import (
     temporary_names,
 )
 from .sftp_connect import Endpoint, resolve_endpoint
-from .sftp_errors import CheckedReader, CheckedWriter, LocalFileError, local_file_errors, status_error
+from .sftp_errors import (
+    CheckedReader,
+    CheckedWriter,
+    LocalFileError,
+    _diagnose_failure,
+    local_file_errors,
+    status_error,
+)
 from .sftp_pool import SftpChannelPool
 from .sftp_protocol import (
+    FX_FAILURE,
     FX_NO_SUCH_FILE,
+    FX_PERMISSION_DENIED,
     O_CREAT,
     O_EXCL,
     O_WRITE,
@@ -67,6 +78,19 @@ from .sftp_protocol import (
 log = logging.getLogger("pdrflow.storage.sftp")
 
 
+def _sftp_error(
+    exc: SftpStatus, address: str, session: SftpSession | None = None, needed: int = 0, shown: str | None = None
+) -> StorageError:
+    """``status_error``, ``persistent`` when the server refuses for good: permission denied, or (with a
+    ``session``) a generic failure that statvfs explains (read-only file system, no space or inodes).
+    Called before an upload's temporary is removed, so statvfs still sees the full disk."""
+    error = status_error(exc, address, session, needed, shown)
+    error.persistent = exc.code == FX_PERMISSION_DENIED or (
+        exc.code == FX_FAILURE and session is not None
+        and _diagnose_failure(session, posixpath.dirname(exc.path), needed) is not None)
+    return error
+
+
 class SftpStorage(Storage):
     def __init__(self, config: SftpStorageConfig) -> None:
         self.config = config
@@ -74,6 +98,7 @@ class SftpStorage(Storage):
         if not root.startswith("/"):
             raise StorageError(f"storage.root must be an absolute path on the server, got {config.root!r}")
         self.root = root
+        self._file_mode, self._dir_mode = archive_modes(config)  # None: the server's umask decides
         self._endpoint: Endpoint = resolve_endpoint(config)
         self._address = self._endpoint.address
         self.description = f"sftp://{self._endpoint.username}@{self._address}{root}"
@@ -122,7 +147,7 @@ class SftpStorage(Storage):
                 try:
                     attrs = session.stat(remote)
                 except SftpStatus as exc:
-                    raise status_error(exc, self._address) from None
+                    raise _sftp_error(exc, self._address) from None
             return None if attrs is None else attrs.size
 
         return self._channels.retrying(once, f"stat of {remote}")
@@ -136,7 +161,7 @@ class SftpStorage(Storage):
                 try:
                     found = session.stat_many(remotes)
                 except SftpStatus as exc:
-                    raise status_error(exc, self._address) from None
+                    raise _sftp_error(exc, self._address) from None
             # A directory in place of a file is reported too (size 0 when the server gives none): it is in the way.
             return {path: attrs.size or 0 for path, attrs in zip(paths, found, strict=True) if attrs is not None}
 
@@ -155,7 +180,7 @@ class SftpStorage(Storage):
                     self._ensure_dir(session, posixpath.dirname(target))
                     session.rename(source, target)
                 except SftpStatus as exc:
-                    raise status_error(exc, self._address, session, 0) from None
+                    raise _sftp_error(exc, self._address, session, 0) from None
 
         self._channels.retrying(once, f"move of {source} to {target}")
 
@@ -167,7 +192,7 @@ class SftpStorage(Storage):
                 try:
                     result = session.sha256(remote)
                 except SftpStatus as exc:
-                    raise status_error(exc, self._address) from None
+                    raise _sftp_error(exc, self._address) from None
             return None if result is None else result[1]
 
         return self._channels.retrying(once, f"checksum of {remote}")
@@ -219,7 +244,7 @@ class SftpStorage(Storage):
                     except SftpStatus as exc:
                         if exc.code == FX_NO_SUCH_FILE:
                             continue
-                        raise status_error(exc, self._address, session, 0) from None
+                        raise _sftp_error(exc, self._address, session, 0) from None
                     for name in entries:
                         if is_temporary_of(name, prefixes):
                             removed += self._remove_quietly(session, posixpath.join(remote, name))
@@ -257,7 +282,7 @@ class SftpStorage(Storage):
                 return StoredFile(path, size, sha256)
             self._ensure_dir(session, directory)
         except SftpStatus as exc:
-            raise status_error(exc, self._address, session, size) from None
+            raise _sftp_error(exc, self._address, session, size) from None
         try:
             source = local.open("rb")
         except OSError as exc:
@@ -266,9 +291,9 @@ class SftpStorage(Storage):
         settled = False  # the temporary file is renamed or removed
         with source:
             try:
-                handle = session.open(temporary, O_WRITE | O_CREAT | O_EXCL)
+                handle = session.open(temporary, O_WRITE | O_CREAT | O_EXCL, self._file_mode)
             except SftpStatus as exc:
-                raise status_error(exc, self._address, session, size, remote) from None
+                raise _sftp_error(exc, self._address, session, size, remote) from None
             try:
                 written, digest, attrs = self._upload(session, handle, CheckedReader(source, local), temporary, size)
                 if written != size or digest != sha256:
@@ -284,7 +309,7 @@ class SftpStorage(Storage):
                 settled = True
             except SftpStatus as exc:
                 # Diagnosed before removing: statvfs must still see the full disk.
-                error = status_error(exc, self._address, session, size, remote)
+                error = _sftp_error(exc, self._address, session, size, remote)
                 settled = self._remove_quietly(session, temporary)
                 raise error from None
             except (StorageError, LocalFileError) as exc:
@@ -302,13 +327,13 @@ class SftpStorage(Storage):
     ) -> tuple[int, str, Attrs]:
         """Stream the file; a large one is flushed to the server's disk from a spare channel meanwhile."""
         if not session.use_fsync or size < 2 * BackgroundFlush.EVERY:
-            return session.upload(handle, source, temporary)
+            return session.upload(handle, source, temporary, mode=self._file_mode)
         with self._channels.spare_session() as helper:
             flusher = None
             if helper is not None:
                 with contextlib.suppress(SftpStatus):  # no flushing alongside, then: the final fsync does it all
                     flusher = BackgroundFlush(helper, temporary)
-            result = session.upload(handle, source, temporary, flusher)
+            result = session.upload(handle, source, temporary, flusher, mode=self._file_mode)
             if flusher is not None:
                 with contextlib.suppress(SftpStatus):  # only the helper's read handle is at stake
                     flusher.finish()
@@ -362,12 +387,19 @@ class SftpStorage(Storage):
         if attrs is None:
             self._ensure_dir(session, posixpath.dirname(directory))
             try:
-                session.mkdir(directory)
+                session.mkdir(directory, self._dir_mode)
             except SftpStatus:
                 # Another worker may have created it in the meantime; otherwise report mkdir's error.
                 attrs = session.stat(directory)
                 if attrs is None or not attrs.is_dir:
                     raise
+            else:
+                if self._dir_mode is not None:
+                    # Only the one created here (mkdir's mode went through the server's umask); a setgid bit
+                    # inherited from the parent stays: a group's shared archive hands its group down that way.
+                    created = session.stat(directory)
+                    inherited = created.mode & stat.S_ISGID if created is not None and created.mode else 0
+                    session.chmod(directory, self._dir_mode | inherited)
         elif not attrs.is_dir:
             raise StorageError(f"{directory} on {self._address} exists and is not a directory")
         self._channels.remember_dir(directory)

@@ -25,7 +25,7 @@ import paramiko
 
 # Packet types
 _INIT, _VERSION = 1, 2
-_OPEN, _CLOSE, _READ, _WRITE, _LSTAT, _FSTAT = 3, 4, 5, 6, 7, 8
+_OPEN, _CLOSE, _READ, _WRITE, _LSTAT, _FSTAT, _SETSTAT, _FSETSTAT = 3, 4, 5, 6, 7, 8, 9, 10
 _OPENDIR, _READDIR = 11, 12
 _REMOVE, _MKDIR, _RMDIR, _REALPATH, _STAT, _RENAME = 13, 14, 15, 16, 17, 18
 _STATUS, _HANDLE, _DATA, _NAME, _ATTRS = 101, 102, 103, 104, 105
@@ -162,8 +162,11 @@ class _Reader:
 
 
 _NO_ATTRS = struct.pack(">I", 0)
-_FILE_MODE = struct.pack(">II", _ATTR_PERMISSIONS, 0o644)
-_DIR_MODE = struct.pack(">II", _ATTR_PERMISSIONS, 0o755)
+
+
+def _mode_attrs(mode: int | None) -> bytes:
+    """ATTRS carrying only permissions; none at all when ``mode`` is None (the server's umask decides)."""
+    return _NO_ATTRS if mode is None else struct.pack(">II", _ATTR_PERMISSIONS, mode)
 
 
 class SftpSession:
@@ -333,8 +336,13 @@ class SftpSession:
             with contextlib.suppress(SftpStatus):
                 self.close_handle(handle, path)
 
-    def mkdir(self, path: str) -> None:
-        self._request(_MKDIR, _path(path) + _DIR_MODE, "mkdir", path)
+    def mkdir(self, path: str, mode: int | None = None) -> None:
+        """mkdir(2) on the server; ``mode`` goes through the server's umask there (``chmod`` sets it exactly)."""
+        self._request(_MKDIR, _path(path) + _mode_attrs(mode), "mkdir", path)
+
+    def chmod(self, path: str, mode: int) -> None:
+        """SETSTAT with permissions only: chmod(2) on the server, no umask involved."""
+        self._request(_SETSTAT, _path(path) + _mode_attrs(mode), "chmod", path)
 
     def remove(self, path: str) -> None:
         self._request(_REMOVE, _path(path), "remove", path)
@@ -356,8 +364,9 @@ class SftpSession:
         fields = struct.unpack_from(">11Q", body)
         return StatVfs(block_size=fields[1], blocks_available=fields[4], files_available=fields[7], flags=fields[9])
 
-    def open(self, path: str, flags: int) -> bytes:
-        attrs = _FILE_MODE if flags & O_CREAT else _NO_ATTRS
+    def open(self, path: str, flags: int, mode: int | None = None) -> bytes:
+        """A handle; a file created here gets ``mode`` narrowed by the server's umask (``upload`` sets it exactly)."""
+        attrs = _mode_attrs(mode) if flags & O_CREAT else _NO_ATTRS
         kind, body = self._request(_OPEN, _path(path) + struct.pack(">I", flags) + attrs, "open", path)
         if kind != _HANDLE:
             raise SftpProtocolError(f"open answered with packet type {kind}")
@@ -367,9 +376,11 @@ class SftpSession:
         self._request(_CLOSE, _string(handle), "close", path)
 
     def upload(
-        self, handle: bytes, source: Readable, path: str, flusher: BackgroundFlush | None = None
+        self, handle: bytes, source: Readable, path: str, flusher: BackgroundFlush | None = None,
+        mode: int | None = None,
     ) -> tuple[int, str, Attrs]:
-        """Stream ``source`` into the open ``handle``; fsync (if offered), fstat; return size, sha256, attrs.
+        """Stream ``source`` into the open ``handle``; chmod to ``mode`` (when given), fsync (if offered), fstat;
+        return size, sha256, attrs (the fstat after the chmod: its mode is the file's final one).
 
         Writes are pipelined (up to WRITE_BYTES_IN_FLIGHT outstanding). Each request is as
         large as the server allows and fills whole SSH packets: every request costs a status
@@ -418,13 +429,19 @@ class SftpSession:
             # Collect answers that are already here, and block only when the pipe is full.
             while outstanding and (len(outstanding) >= in_flight or channel.recv_ready()):
                 reap()
-        # fsync, fstat and close go out right behind the writes: the server handles them in
-        # order, so the whole tail costs one round trip.
+        # chmod, fsync, fstat and close go out right behind the writes: the server handles them in
+        # order, so the whole tail costs one round trip. FSETSTAT is fchmod(2): no umask applies.
+        chmod_id = self._send(_FSETSTAT, h + _mode_attrs(mode)) if mode is not None else None
         fsync_id = self._send(_EXTENDED, _string(b"fsync@openssh.com") + h) if self.use_fsync else None
         fstat_id = self._send(_FSTAT, h)
         close_id = self._send(_CLOSE, h)
         while outstanding:
             reap()
+        if chmod_id is not None:
+            try:
+                self._check(self._receive(chmod_id), "chmod", path)
+            except SftpStatus as exc:
+                failure = failure or exc
         if fsync_id is not None:
             try:
                 self._check(self._receive(fsync_id), "fsync", path)
