@@ -118,6 +118,13 @@ def _report(config: Path) -> dict[str, Any]:
     return {"counts": counts, "failed": failed}
 
 
+def _archivals_of_failed(db: Path) -> list[int]:
+    """Archive attempts of each failed_storage job: 1 when a persistent error failed it at once (issue 15)."""
+    return [count for (count,) in ledger_rows(
+        db, "select count(a.id) from jobs j join attempts a on a.job_id = j.id and a.kind = 'archive' "
+            "where j.state = 'failed_storage' group by j.id")]
+
+
 def _computed_waiting_for_archival(db: Path) -> list[tuple[int, str, str]]:
     """(job id, name, staged dir) of jobs that are computed and whose archival has not started."""
     return ledger_rows(
@@ -171,6 +178,7 @@ def test_slow_link(tmp_path: Path, null_home: Path, sshd: Sshd, ssh_env: dict[st
     assert set(summary["archive_attempts"].values()) == {1}  # slow is not failed: no retries needed
 
 
+@pytest.mark.services
 def test_sshd_killed_mid_transfer(tmp_path: Path, null_home: Path, ssh_env: dict[str, str]) -> None:
     """sshd (listener and sessions) SIGKILLed while a 2 MB file is being written, restarted 2 s later."""
     home = slow_null_home(tmp_path, null_home, 0, pad_bytes=2_000_000)
@@ -249,6 +257,7 @@ def test_permission_denied_mid_run(
     report = _report(config)
     assert report["counts"].get("failed_storage", 0) >= 1, report
     assert all("permission denied" in job["reason"].lower() for job in report["failed"]), report["failed"]
+    assert set(_archivals_of_failed(db)) == {1}  # persistent: failed at once, not retried (issue 15)
     shutil.chown(onion, sftp_user.name, sftp_user.name)  # access restored
     fixed = cli("resubmit", str(config), env=ssh_env)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
@@ -291,6 +300,7 @@ def test_read_only_archive_mid_run(tmp_path: Path, null_home: Path) -> None:
         report = _report(config)
         assert report["counts"].get("failed_storage", 0) >= 1, report
         assert all("read-only file system" in job["reason"].lower() for job in report["failed"]), report["failed"]
+        assert set(_archivals_of_failed(db)) == {1}  # persistent: failed at once, not retried (issue 15)
     finally:
         if mounted:
             _umount(archive)
@@ -316,6 +326,8 @@ def test_disk_full_mid_run(tmp_path: Path, null_home: Path) -> None:
         report = _report(config)
         assert report["counts"].get("failed_storage", 0) >= 1, report
         assert all("no space left on device" in job["reason"].lower() for job in report["failed"]), report["failed"]
+        # persistent: failed at once, not retried (issue 15)
+        assert set(_archivals_of_failed(tmp_path / "ledger.sqlite")) == {1}
         subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True, capture_output=True, timeout=30)
         fixed = cli("resubmit", str(config))
         assert fixed.returncode == 0, fixed.stdout + fixed.stderr

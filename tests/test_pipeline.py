@@ -98,19 +98,32 @@ def test_pdr_failure_is_failed_model_without_onion_and_keeps_textout(tmp_path: P
     assert status(config)["counts"] == {"archived": MODELS}
 
 
+def _archive_broken_by_the_first_model(tmp_path: Path, null_home: Path, blocker: Path) -> Path:
+    """A home whose first model run puts a regular file where ``blocker`` (a directory) is: the fault appears after
+    the preflight found the archive writable, as an outage does, and every upload then fails
+    ("Not a directory") until the test removes the file."""
+    home = tmp_path / "breaking-home"
+    shutil.copytree(null_home, home, symlinks=True)
+    pdr = home / "pdrexe"
+    breaker = (f"if mkdir {tmp_path / 'broken-once'} 2>/dev/null; then rm -rf {blocker}; "
+               f"echo 'a regular file where a directory should be' > {blocker}; fi")
+    pdr.write_text(pdr.read_text().replace('echo "null pdrexe: not KOSMA-tau"', breaker))
+    return home
+
+
 def test_archive_failure_is_failed_storage_and_resubmit_archives_without_rerun(tmp_path: Path, null_home: Path) -> None:
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("a regular file where the archive root's parent should be\n")
+    blocker = tmp_path / "archive" / "testgrid"  # the grid's directory in the archive
+    home = _archive_broken_by_the_first_model(tmp_path, null_home, blocker)
     config = write_config(
         tmp_path / "run.yaml",
-        base_config(tmp_path, home=null_home, storage={"root": str(blocker / "archive")}, run={"archive_attempts": 2}),
+        base_config(tmp_path, home=home, storage={"root": str(blocker.parent)}, run={"archive_attempts": 2}),
     )
     done = cli("run", str(config))
     assert done.returncode == 1
     report = status(config)
     assert report["counts"] == {"failed_storage": MODELS}
     assert report["attempts"] == {"model": MODELS, "archive": 2 * MODELS}
-    assert all("Not a directory" in job["reason"] for job in report["failed"])
+    assert all("Not a directory" in job["reason"] for job in report["failed"]), report["failed"]
     assert blocker.read_text().startswith("a regular file")  # nothing written through it
 
     blocker.unlink()  # the archive is fixed
@@ -123,11 +136,11 @@ def test_archive_failure_is_failed_storage_and_resubmit_archives_without_rerun(t
 
 
 def test_storage_outage_that_heals_during_the_run_ends_archived(tmp_path: Path, null_home: Path) -> None:
-    blocker = tmp_path / "outage"
-    blocker.write_text("outage\n")
+    blocker = tmp_path / "archive" / "testgrid"  # the grid's directory in the archive
+    home = _archive_broken_by_the_first_model(tmp_path, null_home, blocker)
     config = write_config(
         tmp_path / "run.yaml",
-        base_config(tmp_path, home=null_home, storage={"root": str(blocker / "archive")},
+        base_config(tmp_path, home=home, storage={"root": str(blocker.parent)},
                     run={"archive_attempts": 30, "archive_backoff_initial": 0.3, "archive_backoff_max": 0.6}),
     )
     process = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
@@ -159,11 +172,11 @@ def test_storage_outage_that_heals_during_the_run_ends_archived(tmp_path: Path, 
 
 
 def test_staged_outputs_gone_means_the_model_is_computed_again(tmp_path: Path, null_home: Path) -> None:
-    blocker = tmp_path / "blocked"
-    blocker.write_text("x\n")
+    blocker = tmp_path / "archive" / "testgrid"  # the grid's directory in the archive
+    home = _archive_broken_by_the_first_model(tmp_path, null_home, blocker)
     config = write_config(
         tmp_path / "run.yaml",
-        base_config(tmp_path, home=null_home, storage={"root": str(blocker / "archive")}, run={"archive_attempts": 1}),
+        base_config(tmp_path, home=home, storage={"root": str(blocker.parent)}, run={"archive_attempts": 1}),
     )
     assert cli("run", str(config)).returncode == 1
     for scratch in (tmp_path / "scratch").iterdir():

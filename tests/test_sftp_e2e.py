@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import base_config, cli, files_under, ledger_rows, status, verify, write_config
+from helpers import base_config, cli, files_under, ledger_rows, status, verify, wait_for, write_config
 from services.sshd import Sshd, SystemUser
 
 CANARY = "canary-Pw-e2e-51c0ffee"
@@ -129,7 +128,7 @@ def test_sshd_killed_and_restarted_during_a_run(tmp_path: Path, null_home: Path,
             assert partial.name.startswith(".") and partial.name.endswith(".part"), partial
 
 
-def test_permission_denied_is_failed_storage_with_the_reason(
+def test_permission_denied_refuses_the_run_before_any_model_with_the_reason(
     tmp_path: Path, null_home: Path, env: dict[str, str], sshd: Sshd, user: SystemUser, public_dir: Path
 ) -> None:
     locked = public_dir / "locked"
@@ -144,17 +143,15 @@ def test_permission_denied_is_failed_storage_with_the_reason(
             run={"archive_attempts": 1},
         ),
     )
+    # Known before any model runs: the preflight's probe refuses the run, naming the cause (exit 2, nothing run).
     done = cli("run", str(config), env=env)
-    assert done.returncode == 1, done.stdout + done.stderr
-    report = status(config)
-    assert report["counts"] == {"failed_storage": 4}
-    assert report["attempts"] == {"model": 4, "archive": 4}
-    for job in report["failed"]:
-        assert f"permission denied creating directory {locked}/testgrid on 127.0.0.1:{sshd.port}" in job["reason"]
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"permission denied creating directory {locked}/testgrid on 127.0.0.1:{sshd.port}" in done.stderr
+    assert ledger_rows(tmp_path / "ledger.sqlite", "SELECT count(*) FROM attempts") == [(0,)]
     assert list(locked.iterdir()) == []
 
 
-def test_full_disk_is_failed_storage_with_the_reason(
+def test_full_disk_refuses_the_run_before_any_model_with_the_reason(
     tmp_path: Path, null_home: Path, env: dict[str, str], sshd: Sshd
 ) -> None:
     disk = tmp_path / "disk"
@@ -185,14 +182,10 @@ def test_full_disk_is_failed_storage_with_the_reason(
                 run={"archive_attempts": 1},
             ),
         )
-        done = cli("run", str(config), env=env)
-        assert done.returncode == 1, done.stdout + done.stderr
-        report = status(config)
-        assert report["counts"] == {"failed_storage": 4}
-        assert report["attempts"] == {"model": 4, "archive": 4}
-        for job in report["failed"]:
-            assert "no space left on device" in job["reason"]
-            assert f"on 127.0.0.1:{sshd.port}" in job["reason"]
+        done = cli("run", str(config), env=env)  # refused by the preflight's probe: nothing runs
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "no space left on device" in done.stderr and f"on 127.0.0.1:{sshd.port}" in done.stderr
+        assert ledger_rows(tmp_path / "ledger.sqlite", "SELECT count(*) FROM attempts") == [(0,)]
         assert [p.name for p in files_under(disk / "archive")] == []
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True, timeout=10, check=True)
@@ -221,11 +214,9 @@ def test_the_password_never_appears_anywhere(
         base_config(tmp_path / "bad", home=null_home, grid="othergrid", storage=storage, run={"archive_attempts": 1}),
     )
     failed = cli("-v", "run", str(bad), env={**env, "PDR_STORAGE_PASSWORD": WRONG})
-    assert failed.returncode == 1
+    assert failed.returncode == 2  # the preflight cannot log in: refused before any model
+    assert "password from PDRFLOW_SFTP_PASSWORD rejected" in failed.stderr
     shown = cli("status", str(bad), "--json", env=env)
-    report = json.loads(shown.stdout)
-    assert report["counts"] == {"failed_storage": 4}
-    assert all("password from PDRFLOW_SFTP_PASSWORD rejected" in job["reason"] for job in report["failed"])
 
     outputs = [done.stdout, done.stderr, failed.stdout, failed.stderr, shown.stdout]
     assert len("".join(outputs)) > 1000  # there was real output to search
@@ -234,6 +225,13 @@ def test_the_password_never_appears_anywhere(
             assert secret not in text
         for path in files_under(tmp_path):  # ledgers, logs, configs, scratch leftovers
             assert secret.encode() not in path.read_bytes(), path
+
+
+def _model_attempts(db: Path) -> int:
+    try:
+        return int(ledger_rows(db, "SELECT count(*) FROM attempts WHERE kind = 'model'")[0][0])
+    except sqlite3.Error:  # no schema yet
+        return 0
 
 
 def test_a_link_cut_mid_transfer_is_failed_storage_and_resubmit_archives_without_rerun(
@@ -248,9 +246,14 @@ def test_a_link_cut_mid_transfer_is_failed_storage_and_resubmit_archives_without
         document = base_config(tmp_path, home=null_home, storage=storage, run={"archive_attempts": 1})
         document["grid"] = grid(1)
         config = write_config(tmp_path / "run.yaml", document)
-        proxy.cut_after(8_000)  # mid-way through the first model's files, then refuse until healed
-        done = cli("run", str(config), env=env)
-        assert done.returncode == 1, done.stdout + done.stderr
+        run = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # After the preflight (its probe crosses the link too): once a model runs, cut mid-way through the
+        # first model's files, then refuse until healed.
+        wait_for(lambda: _model_attempts(tmp_path / "ledger.sqlite") > 0, 120, "a model attempt", run)
+        proxy.cut_after(8_000)
+        output, _ = run.communicate(timeout=240)
+        assert run.returncode == 1, output
         assert proxy.cut_event.is_set()
         report = status(config)
         assert report["counts"] == {"failed_storage": 2}

@@ -125,29 +125,28 @@ def superseded_path(target: str, job_name: str, stamp: str) -> str:
     return posixpath.join(grid, SUPERSEDED_DIR, job_name, stamp, below)
 
 
-def move_aside(storage: Storage, ledger: Ledger, manifest: Manifest, moves: list[tuple[int, str]]) -> None:
-    """Move recorded pre-existing files out of the way (never deleted) and record where each went."""
+def move_aside(storage: Storage, ledger: Ledger, job_id: int, job_name: str,
+               moves: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Move recorded pre-existing files (or, for ``pdrflow verify --repair``, damaged archived ones) out
+    of the way, never deleted, and record where each went; returns (PreexistingFile id, moved to)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     done: list[tuple[int, str]] = []
     try:
         for row_id, path in moves:
-            moved_to = superseded_path(path, manifest.name, stamp)
+            moved_to = superseded_path(path, job_name, stamp)
             storage.rename(path, moved_to)
             done.append((row_id, moved_to))
-            log.info("job %s: moved %s aside to %s", manifest.job_id, path, moved_to)
+            log.info("job %s: moved %s aside to %s", job_id, path, moved_to)
     finally:
         ledger.record_moved_aside(done)  # also those moved before a failure
+    return done
 
 
 def upload(storage: Storage, manifest: Manifest, files: list[StagedFile] | None = None) -> list[StoredFile]:
     """Upload ``files`` (default: all of the manifest), then check every file of the manifest is in place."""
     scratch = Path(manifest.scratch_dir)
     todo = list(manifest.files) if files is None else files
-    put_many = getattr(storage, "put_many", None)
-    if callable(put_many):  # backends that keep several files in flight (SFTP)
-        written: list[StoredFile] = put_many([(scratch / f.source, f.target, f.size, f.sha256) for f in todo])
-    else:
-        written = [storage.put(scratch / f.source, f.target, size=f.size, sha256=f.sha256) for f in todo]
+    written = storage.put_many([(scratch / f.source, f.target, f.size, f.sha256) for f in todo])
     by_path = {f.path: f for f in written}
     uploaded = {f.target for f in todo}
     # Files not uploaded were found with the staged bytes by plan_targets.
@@ -204,7 +203,7 @@ def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> 
                         raise StorageFailed(manifest.job_id, foreign_reason(targets.foreign), permanent=True)
                     if earlier:  # an earlier try may have been cut off mid-file: leave no temporary behind
                         storage.remove_temporaries([f.target for f in manifest.files])
-                    move_aside(storage, ledger, manifest, targets.move_aside)
+                    move_aside(storage, ledger, manifest.job_id, manifest.name, targets.move_aside)
                     stored = upload(storage, manifest, targets.upload)
                     skipped = len(targets.unchanged)
                 except StorageError:
@@ -216,7 +215,8 @@ def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> 
         except StorageError as exc:
             reason = f"storage: {exc}"
             ledger.fail_archive(manifest.job_id, attempt_id, reason)
-            raise StorageFailed(manifest.job_id, reason) from None
+            # persistent (permission, read-only, no space): the driver fails the job at once, no backoff
+            raise StorageFailed(manifest.job_id, reason, permanent=exc.persistent) from None
         try:
             ledger.commit_archive(manifest.job_id, attempt_id, stored)
         except Exception as exc:  # noqa: BLE001 - any commit failure leaves the job failed_storage
