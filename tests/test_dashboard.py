@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 from helpers import base_config, write_config
+from services.marks import require_marked
 
 from pdrflow.config import DatabaseConfig, load_config
 from pdrflow.dashboard import DashboardPlugin, page_link, register_dashboard
@@ -121,6 +123,7 @@ def browser() -> Iterator[Any]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"the dashboard tests need {', '.join(missing)} in CI")
         pytest.skip(f"no {', '.join(missing)}")
+    require_marked("chromium")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -157,7 +160,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def archive(ledger: Ledger, job: JobRef) -> None:
     """The job's real path through the ledger: run, compute, archive with its file records."""
-    attempt = ledger.start_model(job.id, "host", None)
+    attempt = ledger.start_model(job.id, "host", None).attempt_id
     ledger.finish_model(job.id, attempt, error=None, staged_dir="/scratch/x", host="host", provenance={})
     ledger.commit_archive(job.id, ledger.start_archive(job.id, "host", None),
                           [StoredFile(f"{GRID}/{job.name}/pdrout.hdf", 1, "0" * 64)])
@@ -207,7 +210,7 @@ def test_page_shows_the_grid_and_follows_the_ledger(
     jobs = ledger_grid.ledger.jobs(GRID)
     for job in jobs[:5]:
         archive(ledger_grid.ledger, job)
-    attempt = ledger_grid.ledger.start_model(jobs[5].id, "host", None)
+    attempt = ledger_grid.ledger.start_model(jobs[5].id, "host", None).attempt_id
     ledger_grid.ledger.finish_model(jobs[5].id, attempt, error="pdrexe exited with 7", staged_dir=None, host="host",
                                     provenance={})
     ledger_grid.ledger.start_model(jobs[6].id, "host", None)
@@ -329,3 +332,27 @@ def test_register_dashboard_reports_failure_without_raising(
         assert register_dashboard(local_dashboard.client, ledger_grid.database, GRID) is False
     assert "page not added" in caplog.text
     assert not any(form in caplog.text for form in CANARY_FORMS)
+
+
+def test_page_shows_an_eta_from_attempt_durations_and_worker_slots(
+    ledger_grid: LedgerGrid, local_dashboard: Dashboard, browser: Any,
+) -> None:
+    jobs = ledger_grid.ledger.jobs(GRID)
+    for job in jobs[:2]:
+        archive(ledger_grid.ledger, job)
+    # as if each run took 10 s and each archival 2 s
+    with sqlite3.connect(ledger_grid.path) as db:
+        db.execute("update attempts set started_at = datetime(ended_at, '-10 seconds'), ended_at = datetime(ended_at) where kind = 'model'")
+        db.execute("update attempts set started_at = datetime(ended_at, '-2 seconds'), ended_at = datetime(ended_at) where kind = 'archive'")
+    local_dashboard.client.register_plugin(DashboardPlugin(ledger_grid.database, GRID, refresh_seconds=0.5))
+    status, body = fetch(local_dashboard.base + "pdrflow/data.json")
+    assert status == 200, body
+    eta = json.loads(body)["eta"]
+    # 16 models left × 12 s ÷ 1 slot (one worker of one thread), not the seconds since the start
+    assert eta["slots"] == 1
+    assert eta["seconds"] == pytest.approx(16 * 12)
+    assert eta["text"] == "0:03:12"
+    assert eta["rate_text"] == "0.08 models/s"
+    browser.get(local_dashboard.base + "pdrflow")
+    shown = wait_for(lambda: browser.find_element("id", "eta").text, 20, "the ETA on the page")
+    assert re.fullmatch(r"ETA 0:03:12 · 0\.08 models/s · 1 worker slots", shown), shown

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,19 @@ from distributed import Client, LocalCluster
 from ..config import LocalClusterConfig
 from .base import ClusterHandle
 from .security import PROTOCOL, remove_directory, run_security, user_directory, warn_if_dashboard_exposed
+
+
+def dask_setup(worker: Any) -> None:
+    """Run in every worker process as it starts (LocalCluster's ``preload`` names this module).
+
+    Ctrl-C in a terminal signals the whole foreground process group, and the worker processes are
+    in it: each would die with a KeyboardInterrupt traceback (its nanny logging another) while the
+    driver is still stopping them in order. The driver alone handles Ctrl-C: it cancels the work,
+    kills the running models and closes the cluster, which ends the workers. (The KOSMA-tau steps
+    run in sessions of their own and never see the terminal's signals anyway.)
+    """
+    if threading.current_thread() is threading.main_thread():  # a nanny's worker runs its loop there
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextmanager
@@ -28,16 +43,7 @@ def local_cluster(config: LocalClusterConfig) -> Iterator[ClusterHandle]:
     # Worker files (spill space, locks) in a directory of this user only, not a shared /tmp/dask-scratch-space.
     space, fresh = user_directory(Path(tempfile.gettempdir()), "pdrflow-workers")
     try:
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=config.threads_per_worker,
-            processes=True,  # KOSMA-tau runs as subprocesses; worker processes keep them apart
-            dashboard_address=config.dashboard_address,
-            local_directory=str(space),
-            # Workers' shutdown chatter is noise; task failures reach the driver through futures.
-            silence_logs=logging.CRITICAL if not logging.getLogger("pdrflow").isEnabledFor(logging.DEBUG) else False,
-            **secure,
-        )
+        cluster = _start(config, n_workers, space, secure)
         try:
             client = Client(cluster)  # takes the cluster's security
             try:
@@ -54,3 +60,17 @@ def local_cluster(config: LocalClusterConfig) -> Iterator[ClusterHandle]:
     finally:
         if fresh:
             remove_directory(space)
+
+
+def _start(config: LocalClusterConfig, n_workers: int, space: Path, secure: dict[str, Any]) -> LocalCluster:
+    return LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=config.threads_per_worker,
+        processes=True,  # KOSMA-tau runs as subprocesses; worker processes keep them apart
+        dashboard_address=config.dashboard_address,
+        local_directory=str(space),
+        # Workers' shutdown chatter is noise; task failures reach the driver through futures.
+        silence_logs=logging.CRITICAL if not logging.getLogger("pdrflow").isEnabledFor(logging.DEBUG) else False,
+        preload=[__name__],  # dask_setup above: the terminal's Ctrl-C is the driver's, not the workers'
+        **secure,
+    )

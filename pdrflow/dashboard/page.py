@@ -180,6 +180,10 @@ async function refresh() {
     const response = await fetch(DATA_URL + '?page=' + page, {cache: 'no-store'});
     const data = await response.json();
     document.getElementById('updated').textContent = data.updated || '';
+    const eta = document.getElementById('eta');
+    eta.textContent = data.eta ? 'ETA ' + data.eta.text + (data.eta.rate_text ? ' · ' + data.eta.rate_text : '')
+                                 + ' · ' + data.eta.slots + ' worker slots' : '';
+    eta.dataset.seconds = data.eta && data.eta.seconds !== null ? String(data.eta.seconds) : '';
     if (data.error) {
       message.className = 'error';
       message.textContent = data.error;
@@ -240,6 +244,7 @@ def render_page(grid: str, ledger: str, data_url: str, refresh_seconds: float, n
 <div class="content" id="pdrflow">
 <h1>pdrflow grid <span id="grid-name">{escape(grid)}</span></h1>
 <div class="sub">job states from the ledger ({escape(ledger)}) · updated <span id="updated"></span></div>
+<div id="eta" class="sub"></div>
 <div id="message"></div>
 <div id="counts"></div>
 <div id="progress"></div>

@@ -28,6 +28,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
 
 from ..config import DatabaseConfig
+from .eta import estimate
 from .page import render_page
 from .queries import read_only_engine, snapshot
 
@@ -248,7 +249,14 @@ class DataHandler(web.RequestHandler):
             page = min(max(int(self.get_argument("page", "0")), 0), MAX_PAGE)
         except ValueError:
             page = 0
-        self.finish(json.dumps(await plugin.data(page)))
+        data = dict(await plugin.data(page))
+        if data.get("found"):
+            # The ETA needs the worker slots, which only the scheduler knows: added per request, not cached.
+            slots = sum(worker.nthreads for worker in self.scheduler.workers.values())
+            eta = estimate(int(data.get("remaining", 0)), data.get("model_cost"), slots)
+            data["eta"] = {"seconds": eta.seconds, "text": eta.eta_text(), "rate": eta.rate,
+                           "rate_text": eta.rate_text(), "slots": slots}
+        self.finish(json.dumps(data))
 
 
 # ---- fitting into distributed's web app --------------------------------------------------

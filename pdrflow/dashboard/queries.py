@@ -19,9 +19,10 @@ from sqlalchemy import Engine, and_, create_engine, event, func, or_, select
 from sqlalchemy.pool import NullPool
 
 from ..config import DatabaseConfig
-from ..ledger.schema import Grid, Job
+from ..ledger.schema import Attempt, AttemptKind, AttemptOutcome, Grid, Job
 from ..states import STATES, JobState
 from ..status import sqlite_path
+from .eta import mean_cost
 
 # The order that decides a mixed cell's colour: the first state present wins,
 # so a cell shows its most urgent job (a failure) before its most finished one.
@@ -29,6 +30,9 @@ CELL_PRIORITY: tuple[JobState, ...] = (JobState.FAILED_MODEL, JobState.FAILED_ST
                                         JobState.COMPUTED, JobState.PENDING, JobState.ARCHIVED)
 MAX_CELLS = 20_000  # cells sent to (and drawn by) the browser per refresh
 MAX_FACETS = 24  # facets per page
+RECENT_ATTEMPTS = 200  # the ETA's sample: the latest successful runs and archivals
+# what a grid still has to do (failed_model waits for `pdrflow resubmit`)
+REMAINING_STATES = (JobState.PENDING, JobState.RUNNING, JobState.COMPUTED, JobState.FAILED_STORAGE)
 
 
 def read_only_engine(database: DatabaseConfig) -> Engine:
@@ -169,6 +173,8 @@ def snapshot(engine: Engine, grid: str, page: int = 0, *, max_cells: int = MAX_C
                 flat = f_index[f] * density_bins.size + d_index[d]
                 cell = facet.setdefault(flat, {})
                 cell[state] = cell.get(state, 0) + count
+        durations = {kind.value: _recent_durations(connection, grid_id, kind)
+                     for kind in (AttemptKind.MODEL, AttemptKind.ARCHIVE)}
     return {
         "grid": grid,
         "found": True,
@@ -183,7 +189,20 @@ def snapshot(engine: Engine, grid: str, page: int = 0, *, max_cells: int = MAX_C
         "facet_total": len(keys),
         "facets": [_facet_json(key, facet_counts[key], cells[key], density_bins.size * fuv_bins.size)
                    for key in shown],
+        # for the ETA (eta.py): mean seconds a model keeps a worker slot, from recent successful attempts
+        "model_cost": mean_cost(durations[AttemptKind.MODEL.value], durations[AttemptKind.ARCHIVE.value]),
+        "remaining": sum(counts.get(state, 0) for state in REMAINING_STATES),
     }
+
+
+def _recent_durations(connection: Any, grid_id: int, kind: AttemptKind, limit: int = RECENT_ATTEMPTS) -> list[float]:
+    rows = connection.execute(
+        select(Attempt.started_at, Attempt.ended_at).join(Job, Job.id == Attempt.job_id)
+        .where(Job.grid_id == grid_id, Attempt.kind == kind.value, Attempt.outcome == AttemptOutcome.OK.value,
+               Attempt.ended_at.is_not(None))
+        .order_by(Attempt.id.desc()).limit(limit)
+    )
+    return [max(0.0, (ended - started).total_seconds()) for started, ended in rows]
 
 
 def _facet_json(key: tuple[float, float], counts: Mapping[str, int], cells: Mapping[int, Mapping[str, int]],
