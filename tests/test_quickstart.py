@@ -88,3 +88,48 @@ def test_standin_onion_failure_for_one_species_stops_the_chain(tmp_path: Path) -
         assert "linebt_CO.out" in outputs and "linebt_C+.out" in outputs  # species before C ran
         assert "linebt_O.out" not in outputs  # the chain stopped at C
         assert "TEXTOUT_C" in outputs
+
+
+def _quickstart_tree(tmp_path: Path, run_exit: int) -> Path:
+    """The real scripts/quickstart in a copy of the tree whose setup and pdrflow are stand-ins: installing
+    for real needs the network (pip's build isolation), and the grid itself is tested above."""
+    tree = tmp_path / "repo with space"
+    (tree / "scripts").mkdir(parents=True)
+    (tree / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "quickstart", tree / "scripts" / "quickstart")
+    for path, text in ((tree / "scripts" / "setup", "#!/bin/sh\nexit 0\n"),
+                       (tree / ".venv" / "bin" / "pdrflow", f"#!/bin/sh\necho \"ran pdrflow $*\"\nexit {run_exit}\n")):
+        path.write_text(text)
+        path.chmod(0o755)
+    return tree
+
+
+def test_quickstart_prints_how_to_put_pdrflow_on_path(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    tree = _quickstart_tree(tmp_path, run_exit=1)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([str(tree / "scripts" / "quickstart")], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr  # the run's exit code, not the hint's
+    assert "ran pdrflow run examples/quickstart.yaml" in done.stdout
+    export = next(line.strip() for line in done.stdout.splitlines() if line.strip().startswith("export PATH="))
+    source = next(line.strip() for line in done.stdout.splitlines() if line.strip().startswith("source "))
+    assert str(tree / ".venv" / "bin") in source.replace("\\ ", " ")
+    # The printed line, pasted into a shell, makes `pdrflow` this tree's
+    found = subprocess.run(["bash", "-c", f"{export}; command -v pdrflow"], capture_output=True, text=True,
+                           env=env, timeout=30, check=False)
+    assert found.stdout.strip() == str(tree / ".venv" / "bin" / "pdrflow"), found.stderr
+    # Already on PATH: no hint.
+    on_path = {**env, "PATH": f"{tree / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"}
+    quiet = subprocess.run([str(tree / "scripts" / "quickstart")], capture_output=True, text=True, env=on_path,
+                           timeout=60, check=False)
+    assert quiet.returncode == 1 and "export PATH" not in quiet.stdout
+
+
+def test_readme_and_user_guide_invoke_pdrflow_the_same_way() -> None:
+    for doc in (REPO / "README.md", REPO / "docs" / "user-guide.md"):
+        text = doc.read_text()
+        assert ".venv/bin/pdrflow " not in text, f"{doc.name}: write `pdrflow ...` (the quickstart prints the PATH line)"
+        assert "source .venv/bin/activate" in text, doc.name

@@ -13,6 +13,7 @@ from ..config import Config
 from ..states import STATE_STYLES
 from ..status import GridStatus, grid_status
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, counts_table, ledger_exists, open_ledger_of
+from .listing import suggestion
 
 
 def print_failures(status: GridStatus, console: Console) -> None:
@@ -31,6 +32,13 @@ def print_failures(status: GridStatus, console: Console) -> None:
 
 def cmd_status(config: Config, args: argparse.Namespace, console: Console) -> int:
     status = grid_status(config.database, config.grid.name)
+    if status.total == 0:
+        # Nothing to look at is not "all good": a typo in the grid name or database url looks just like this.
+        if args.json:
+            print(json.dumps(status.to_json(), indent=2))
+        print(f"pdrflow: error: grid {config.grid.name!r} has no jobs in the ledger: never run "
+              f"(`pdrflow list {config.path}` shows its models)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
     else:
@@ -41,19 +49,25 @@ def cmd_status(config: Config, args: argparse.Namespace, console: Console) -> in
                           + ", ".join(f"{name} x{count}" for name, count in status.missing_outputs.items()),
                           markup=False, soft_wrap=True)
         print_failures(status, console)
-    return EXIT_OK if status.all_archived else EXIT_FAILED
+    # Pending or running jobs are not failures (a live grid): 1 only when some job failed.
+    return EXIT_FAILED if status.failed else EXIT_OK
 
 
 def cmd_show(config: Config, args: argparse.Namespace, console: Console) -> int:
     details = None
+    names: list[str] = []
     if ledger_exists(config):
         ledger = open_ledger_of(config)
         try:
             details = ledger.job_details(config.grid.name, args.job)
+            if details is None:
+                names = [job.name for job in ledger.jobs(config.grid.name)]
         finally:
             ledger.close()
     if details is None:
-        print(f"pdrflow: error: no job {args.job!r} in grid {config.grid.name!r}", file=sys.stderr)
+        hint = suggestion(args.job, names) if names else (
+            f"; the grid was never run (`pdrflow list {config.path}` shows its model names)")
+        print(f"pdrflow: error: no job {args.job!r} in grid {config.grid.name!r}{hint}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps(details, indent=2))
@@ -97,8 +111,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status.add_argument("config", help="the run's YAML config file")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
-    show = commands.add_parser("show", help="one job's provenance, attempts and archived files")
-    show.add_argument("config")
+    text = "one job's provenance, attempts and archived files (an unknown name: the closest names)"
+    show = commands.add_parser("show", help=text, description=text)
+    show.add_argument("config", help="the run's YAML config file")
     show.add_argument("job", help="job name (e.g. 100_30_-10_10_00) or id")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=cmd_show)

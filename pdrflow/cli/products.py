@@ -59,9 +59,10 @@ def cmd_export(config: Config, args: argparse.Namespace, console: Console) -> in
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    report = commands.add_parser("report", help="PNG maps and one self-contained HTML page, from the ledger and "
-                                 "the archive")
-    report.add_argument("config")
+    text = "PNG maps and one self-contained HTML page, from the ledger and the archive"
+    report = commands.add_parser("report", help=text, description=text + ". Exit 0 written (failed jobs are drawn "
+                                 "on the page), 2 bad input or nothing archived to read (a grid never run).")
+    report.add_argument("config", help="the run's YAML config file")
     report.add_argument("--out", type=Path, required=True, help="directory for the PNGs, report.html and values.json")
     report.set_defaults(handler=cmd_report)
     export = commands.add_parser(
@@ -69,7 +70,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Write grid.nc (xarray, h5netcdf), grid.csv/grid.parquet, coverage.json and pdrtpy/ (FITS model "
         "images per line and line ratio, per metallicity and mass). Exit 0 written, 1 the model set refused for "
         "holes (the rest written), 2 bad input.")
-    export.add_argument("config")
+    export.add_argument("config", help="the run's YAML config file")
     export.add_argument("--out", type=Path, required=True, help="directory for the export")
     export.add_argument("--ratios", nargs="+", metavar="NUM/DEN", default=None,
                         help="line ratios as pdrtpy ids, e.g. OI_63/CII_158 CII_158/CI_609 (default: results.line_ratios)")

@@ -9,21 +9,24 @@ from rich.console import Console
 
 from ..config import Config
 from ..states import EventKind, JobState
+from . import clean, listing, logs
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, counts_table, open_ledger_of
 
 PROGRESS_LINE_SECONDS = 60.0  # without a terminal (sbatch log), a progress line this often
 
 
 def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit: bool = False) -> int:
+    if args.dry_run or args.show_inputs is not None:  # checks only, writes nothing: cli/listing.py
+        return listing.cmd_dry_run(config, args, console, resubmit=resubmit)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
 
+    from ..dashboard.eta import estimate
     from ..driver import RESUBMIT_STATES, RUN_STATES, Driver, Event, Outcome, plan_run
 
     runner = None
@@ -35,10 +38,11 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
     ledger = open_ledger_of(config, patience=300.0)  # the driver waits out a database restart
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[states]}"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        # the ETA from observed model costs and worker slots (dashboard/eta.py), not rich's completions per second
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
         console=console, transient=False,
     )
-    task = progress.add_task(config.grid.name, total=None, states="starting", rate="")
+    task = progress.add_task(config.grid.name, total=None, states="starting", rate="", eta="-:--:--")
     started = time.monotonic()
     last_line = [started]
 
@@ -69,23 +73,33 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
             states.append(f"[yellow]waiting to retry {outcome.retrying}[/]")
         if outcome.failures:
             states.append(f"[red]failed {len(outcome.failures)}[/]")
-        elapsed = time.monotonic() - started
-        rate = f"{done / elapsed:.2f} models/s" if done and elapsed > 0 else ""
-        progress.update(task, total=outcome.todo, completed=done, states=", ".join(states), rate=rate)
+        remaining = max(0, outcome.todo - done)
+        eta = estimate(remaining, outcome.model_cost, outcome.worker_slots)
+        rate = eta.rate_text()
+        progress.update(task, total=outcome.todo, completed=done, states=", ".join(states), rate=rate,
+                        eta=eta.eta_text())
         if not console.is_terminal and time.monotonic() - last_line[0] >= PROGRESS_LINE_SECONDS:
             # a batch log gets no live display: one summary line now and then instead
             last_line[0] = time.monotonic()
-            console.print(f"progress: {done}/{outcome.todo} done; {', '.join(states)}; {rate or '-'}")
+            console.print(f"progress: {done}/{outcome.todo} done; {', '.join(states)}; {rate or '-'}; "
+                          f"ETA {eta.eta_text()}")
 
     driver = Driver(config, plan, ledger, on_event=on_event, on_progress=on_progress, runner=runner)
     interrupted = False
+    swept = clean.Sweep()
+    log_path = logs.log_file_path(config)
+    console.print(f"log: {log_path}", markup=False, highlight=False)
     try:
-        with progress:
+        with logs.run_logging(log_path, progress.console if console.is_terminal else None), progress:
             try:
                 outcome = driver.run(RESUBMIT_STATES if resubmit else RUN_STATES)
             except KeyboardInterrupt:
                 interrupted = True
                 outcome = driver.outcome
+        if interrupted and config.cluster.kind == "local":
+            # Workers and lease are gone, every job settled: what interrupted models left in scratch
+            # (on this machine) is nobody's now. Elsewhere the worker removed its own, `pdrflow clean` the rest.
+            swept = clean.sweep(config, ledger)
         wanted = set(plan.specs)
         jobs = [job for job in ledger.jobs(config.grid.name) if job.model_hash in wanted]
     finally:
@@ -97,10 +111,18 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
     console.print(f"this run: {outcome.model_runs} model runs, {outcome.archive_attempts} archivals, "
                   f"{outcome.archived} archived, {outcome.already_archived} already archived before")
     failed = [job for job in jobs if job.state != JobState.ARCHIVED]
-    for job in failed:
+    # After Ctrl-C most jobs are simply requeued: one line each only with -v (10,000 on a real grid)
+    for job in failed if not interrupted or args.verbose else ():
         console.print(f"[red]{job.state.value}[/] {job.name}: {job.reason or 'not finished'}")
     if interrupted:
-        console.print("[yellow]interrupted: nothing is left running; run the same command again to continue[/]")
+        requeued = sum(job.state == JobState.PENDING for job in jobs)
+        staged = sum(job.state in (JobState.COMPUTED, JobState.FAILED_STORAGE) for job in jobs)
+        failures = sum(job.state == JobState.FAILED_MODEL for job in jobs)
+        console.print(f"[yellow]interrupted: {requeued} models requeued, {outcome.archived} archived"
+                      + (f", {staged} computed (archived next run)" if staged else "")
+                      + (f", {failures} failed" if failures else "") + ", nothing left running[/]"
+                      + (f"; scratch: {swept.summary()}" if swept.removed else "")
+                      + "; run the same command again to continue")
         return EXIT_INTERRUPTED
     if failed:
         console.print(f"[red]{len(failed)} of {len(jobs)} models not archived[/] "
@@ -129,5 +151,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("config", help="the run's YAML config file")
+        listing.add_dry_run_arguments(sub)
         sub.set_defaults(handler=lambda config, args, console, again=name == "resubmit":
                          cmd_run(config, args, console, resubmit=again))

@@ -154,11 +154,11 @@ def export_grid(config: Config, out: Path, ratios: list[str] | None = None, allo
     wanted = list(config.results.line_ratios if ratios is None else ratios)
     for ratio in wanted:
         parse_ratio(ratio)
-    out.mkdir(parents=True, exist_ok=True)
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with open_archive(config) as reader:
         cube = collect_cube(reader)
         provenance = provenance_summary(reader)
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     standin = bool(provenance["standin_models"]) or (config.kosma_tau.standin and not provenance["kosma_tau_models"])
     cover = coverage(cube, config.results.outlier_dex)
     dataset = to_dataset(cube, cover, provenance, standin, created)

@@ -72,9 +72,9 @@ def write_report(config: Config, out_dir: Path) -> ReportResult:
     """Read the grid's ledger and archive, write the PNGs, report.html and values.json into ``out_dir``.
 
     Raises pdrflow.results.ResultsError when there is no ledger or grid to report on."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     with open_archive(config) as reader:
         data = collect(reader)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     states_png = plot_state_map(data.jobs, out_dir / "states.png", f"Job states — grid {data.grid}", data.standin)
     sections = [Section("Job states", states_png, state_tables(data), "From the ledger.")]
     for quantity in data.quantities:
