@@ -162,9 +162,43 @@ class DatabaseConfig(_Section, _PasswordFromEnv):
         return url
 
 
+def _archive_mode(value: object, *, owner: int, what: str) -> str:
+    """An octal permission string ("0640"), normalised to four digits; refused when unsafe or unusable."""
+    if not isinstance(value, str):
+        # Unquoted in YAML, 0640 is read as the number 416 and 640 as decimal 640: only a string is unambiguous.
+        raise ValueError(f'write the mode as a quoted octal string like "0640", got {shown(value)}')  # noqa: TRY004
+    if not re.fullmatch(r"[0-7]{3,4}", value):
+        raise ValueError(f'must be an octal mode like "0640", got {shown(value)}')
+    bits = int(value, 8)
+    if bits & 0o7000:
+        raise ValueError(f"a setuid, setgid or sticky bit is refused: archived {what} never need one")
+    if bits & 0o002:
+        raise ValueError(f"world write is refused: every user of the machine could change the archived {what}")
+    if bits & owner != owner:
+        # pdrflow reads every file back to verify it and must enter and write its own directories.
+        raise ValueError(f"must give the owner at least {owner:04o}: pdrflow itself reads and writes the archived "
+                         f"{what}")
+    return f"{bits:04o}"
+
+
+def _file_mode(value: object) -> str:
+    return _archive_mode(value, owner=0o600, what="files")
+
+
+def _dir_mode(value: object) -> str:
+    return _archive_mode(value, owner=0o700, what="directories")
+
+
+FileMode = Annotated[str, PlainValidator(_file_mode)]
+DirMode = Annotated[str, PlainValidator(_dir_mode)]
+
+
 class LocalStorageConfig(_Section):
     kind: Literal["local"]  # selects this section's keys
     root: Path  # the archive directory; grids go below it
+    # Set explicitly, whatever the umask. null (also a section built in Python without them): the umask decides.
+    file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
+    dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
 
 
 class SftpStorageConfig(_Section, _PasswordFromEnv):
@@ -176,6 +210,10 @@ class SftpStorageConfig(_Section, _PasswordFromEnv):
     port: int | None = Field(ge=1, le=65535)
     username: str | None = Field(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$", max_length=64)
     root: str = Field(pattern=r"^/", max_length=4096)  # absolute directory on the server
+    # Set explicitly on the server (chmod), whatever its umask. null (also when built in Python without them):
+    # the server's umask decides.
+    file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
+    dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
     key_filename: Path | None
     known_hosts: Path | None
     ssh_config: Path | None
@@ -186,6 +224,12 @@ class SftpStorageConfig(_Section, _PasswordFromEnv):
 
 
 StorageConfig = Annotated[LocalStorageConfig | SftpStorageConfig, Field(discriminator="kind")]
+
+
+def archive_modes(storage: LocalStorageConfig | SftpStorageConfig) -> tuple[int | None, int | None]:
+    """(file mode, directory mode) of a storage section as numbers, None where null."""
+    return (None if storage.file_mode is None else int(storage.file_mode, 8),
+            None if storage.dir_mode is None else int(storage.dir_mode, 8))
 
 
 class LocalClusterConfig(_Section):
@@ -255,6 +299,7 @@ class RunConfig(_Section):
     archive_attempts: int = Field(ge=1, le=100)
     archive_backoff_initial: float = Field(ge=0)
     archive_backoff_max: float = Field(ge=0)
+    log_file: Path | None  # relative to the config file; null: pdrflow-<grid>.log next to it
 
 
 class StructureMapping(_Section):

@@ -26,11 +26,13 @@ from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
 from .cluster import ClusterHandle, start_cluster
 from .config import Config
 from .dashboard import page_link, register_dashboard
+from .dashboard.eta import archival_seconds, mean_cost
 from .errors import LedgerError, ModelFailed, StorageFailed
 from .grid import ModelSpec, expand_grid, varied_parameters
 from .kosma.installation import Installation, executable_version, resolve_installation
 from .ledger import JobRef, Ledger
 from .ledger.lease import GridLease
+from .preflight import preflight
 from .states import EventKind, JobState
 from .tasks.archive import archive_job
 from .tasks.resources import WorkerResources, kill_running_models
@@ -77,6 +79,9 @@ class Outcome:
     running: int = 0
     archiving: int = 0
     retrying: int = 0
+    # for the ETA (dashboard/eta.py): mean seconds a model keeps a worker slot (run + archival), and the slots
+    model_cost: float | None = None
+    worker_slots: int = 0
 
 
 @dataclass
@@ -139,6 +144,7 @@ class Driver:
         self._pinned: dict[Future, str] = {}  # archival futures bound to the worker holding the outputs
         self._workers_checked = 0.0
         self._durations: deque[float] = deque(maxlen=200)  # recent model runtimes, seconds
+        self._archive_seconds: deque[float] = deque(maxlen=200)  # recent archivals' durations, seconds
         self._stop_requested = threading.Event()
         self.client: Any = None  # the cluster's distributed Client while the loop runs
 
@@ -149,6 +155,9 @@ class Driver:
     # ---- the public entry point -----------------------------------------------------------
 
     def run(self, states: tuple[JobState, ...] = RUN_STATES) -> Outcome:
+        # Before the lease or any ledger write: an archive that cannot be written, a ledger that is not
+        # there, executables gone - PreflightFailed (exit 2), no model started, nothing recorded.
+        preflight(self.config, self.plan, self.ledger)
         with GridLease(self.ledger, self.config.grid.name) as lease:
             self.lease = lease
             if lease.took_over:
@@ -181,6 +190,7 @@ class Driver:
                     self.on_event(Event(EventKind.DASHBOARD, "-", cluster.dashboard_link))
                     self.on_event(Event(EventKind.GRID_PAGE, "-", page_link(cluster.dashboard_link) or ""))
                 self.client = cluster.client
+                self.outcome.worker_slots = cluster.worker_slots
                 try:
                     self._loop(cluster)
                 except BaseException:
@@ -262,6 +272,7 @@ class Driver:
         self.outcome.running = actions.count(Action.RUN)
         self.outcome.archiving = len(actions) - self.outcome.running
         self.outcome.retrying = len(self._delayed)
+        self.outcome.model_cost = mean_cost(self._durations, self._archive_seconds)
 
     def _submit(self, cluster: ClusterHandle, action: Action, job_id: int, manifest: Manifest | None = None) -> None:
         job = self._jobs[job_id]
@@ -349,6 +360,9 @@ class Driver:
     def _archive_finished(self, future: Future, job_id: int) -> None:
         name = self._jobs[job_id].name
         if future.status == "finished":
+            seconds = archival_seconds(self.ledger, job_id)  # the attempt's own time, not its wait in the queue
+            if seconds is not None:
+                self._archive_seconds.append(seconds)
             self.outcome.archived += 1
             self.outcome.failures.pop(name, None)
             self.on_event(Event(EventKind.ARCHIVED, name))
@@ -367,7 +381,8 @@ class Driver:
         reason = error.reason if isinstance(error, StorageFailed) else f"archival task lost: {type(error).__name__}"
         self._record_storage_failure(job_id, reason)
         tries = self._archive_tries[job_id] = self._archive_tries.get(job_id, 0) + 1
-        # permanent (foreign files at the archive paths): only the user can fix it, a retry would fail the same way
+        # permanent (foreign files at the archive paths; permission denied, read-only file system, no space or
+        # quota): only the user can fix it, a retry would fail the same way. Transient and unknown ones: backoff.
         permanent = isinstance(error, StorageFailed) and error.permanent
         if tries < self.config.run.archive_attempts and not permanent:
             delay = self._backoff(tries)

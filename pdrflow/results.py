@@ -41,13 +41,12 @@ from typing import Any, Protocol
 
 import h5py
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from .config import Config, ResultsConfig
 from .export.lines import erg_to_k_kms, identify
-from .ledger import JobState, Ledger
-from .ledger.schema import Grid, Job
+from .kosma.layout import PDR_OUTPUT_DIR, onion_archive_path, pdr_archive_path
+from .ledger import Ledger
+from .ledger.queries import JobRecord, grid_jobs
 from .storage import Storage, StorageError, open_storage
 
 LINEBT_COLUMNS = ("transition", "wavelength_um", "intensity_erg_s_cm2_sr", "peak_tb_K")  # the stand-in's
@@ -63,24 +62,6 @@ class ResultsError(Exception):
 
 class ModelNotArchived(ResultsError):
     """The job has no archived outputs (pending, running, failed, ...)."""
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """A job of the grid as the ledger knows it (axes in physical units)."""
-
-    name: str
-    state: str  # a pdrflow.ledger.JobState value
-    reason: str | None
-    metallicity: float  # Z / Z_sun
-    density: float  # surface H density [cm^-3]
-    mass: float  # clump mass [M_sun]
-    fuv: float  # FUV field [Draine units]
-    varied: Mapping[str, Any] = field(default_factory=dict)  # parameters varied besides the axes
-
-    @property
-    def archived(self) -> bool:
-        return self.state == JobState.ARCHIVED.value
 
 
 @dataclass(frozen=True)
@@ -328,32 +309,21 @@ def read_chemistry(path: Path, mapping: ResultsConfig | None = None) -> tuple[di
 # ---- the ledger side -----------------------------------------------------------------------
 
 
-def grid_jobs(ledger: Ledger, grid: str) -> list[JobRecord]:
-    """Every job of the grid with its axes (the Ledger's JobRef has no axes)."""
-    query = (
-        select(Job.name, Job.state, Job.reason, Job.metallicity, Job.density, Job.mass, Job.fuv, Job.varied)
-        .join(Grid, Job.grid_id == Grid.id).where(Grid.name == grid).order_by(Job.id)
-    )
-    with Session(ledger.engine) as session:
-        return [JobRecord(r.name, r.state, r.reason, r.metallicity, r.density, r.mass, r.fuv, dict(r.varied or {}))
-                for r in session.execute(query)]
-
-
 class _Named(Protocol):
     @property
     def name(self) -> str: ...
 
 
 def structure_path(grid: str, model: str) -> str:
-    return f"{grid}/pdrgrid/pdrstruct{model}.hdf5"
+    return pdr_archive_path(grid, model, f"{PDR_OUTPUT_DIR}/pdrstruct_s.hdf5")
 
 
 def chemistry_path(grid: str, model: str) -> str:
-    return f"{grid}/pdrgrid/pdrchem{model}.hdf5"
+    return pdr_archive_path(grid, model, f"{PDR_OUTPUT_DIR}/pdrchem_c.hdf5")
 
 
 def linebt_path(grid: str, model: str, species: str) -> str:
-    return f"{grid}/oniongrid/ONION{model}.linebt_{species}.out"
+    return onion_archive_path(grid, model, f"linebt_{species}.out")
 
 
 class ArchiveReader:
@@ -398,7 +368,7 @@ class ArchiveReader:
 
     def species(self, name: str) -> list[str]:
         """Species whose line table was archived for the job."""
-        prefix, suffix = f"{self.grid}/oniongrid/ONION{name}.linebt_", ".out"
+        prefix, suffix = onion_archive_path(self.grid, name, "linebt_"), ".out"
         return sorted(p[len(prefix):-len(suffix)] for p in self.files(name)
                       if p.startswith(prefix) and p.endswith(suffix))
 

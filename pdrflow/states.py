@@ -32,15 +32,20 @@ STATES: tuple[JobState, ...] = tuple(JobState)
 FAILED_STATES: frozenset[JobState] = frozenset({JobState.FAILED_MODEL, JobState.FAILED_STORAGE})
 
 # The only transitions the ledger accepts. "→ pending" means: run the model again
-# (interrupted run, or staged outputs lost before archival).
+# (interrupted run, or staged outputs lost before archival). "archived → failed_storage" is taken
+# only by `pdrflow verify --repair` (REPAIR_TRANSITIONS): archived files found missing or changed;
+# the driver then archives the job again from staged outputs still in scratch, else recomputes it.
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.PENDING: frozenset({JobState.RUNNING}),
     JobState.RUNNING: frozenset({JobState.COMPUTED, JobState.FAILED_MODEL, JobState.PENDING}),
     JobState.COMPUTED: frozenset({JobState.ARCHIVED, JobState.FAILED_STORAGE, JobState.PENDING}),
     JobState.FAILED_STORAGE: frozenset({JobState.ARCHIVED, JobState.FAILED_STORAGE, JobState.PENDING}),
     JobState.FAILED_MODEL: frozenset({JobState.PENDING}),
-    JobState.ARCHIVED: frozenset(),
+    JobState.ARCHIVED: frozenset({JobState.FAILED_STORAGE}),
 }
+# Allowed above, but refused to every ledger call except the repair's: a late archival failure
+# (its commit's acknowledgement lost) must never turn a job that is archived into failed_storage.
+REPAIR_TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset({(JobState.ARCHIVED, JobState.FAILED_STORAGE)})
 
 # One colour per state (colour-blind safe, Okabe-Ito) for the dashboard, the report and the notebook.
 STATE_COLOURS: dict[JobState, str] = {

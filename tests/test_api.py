@@ -96,7 +96,7 @@ def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
 
 KILLING_PDR = """#!/bin/sh
 if [ "$1" = "--version" ]; then echo "Revision: null-1"; exit 0; fi
-case "$(pwd)" in *_40_-10_10_*) kill -9 $PPID; sleep 5; exit 9;; esac
+case "$(pwd)" in *_40_-10_10_*) echo run >> COUNTER; kill -9 $PPID; sleep 5; exit 9;; esac
 for f in pdrout.hdf pdrstruct_s.hdf5 pdrchem_c.hdf5 chemchk.out CTRL_IND; do echo "$f" > "pdroutput/$f"; done
 echo mcdrt > Out/mrt.dat
 """
@@ -106,7 +106,8 @@ def test_a_run_lost_to_dead_workers_has_the_ledgers_state(tmp_path: Path) -> Non
     """One model kills its worker every time: the driver gives up on it and the ledger keeps it pending.
     The notebook's future must say the same state as `pdrflow status`, not invent a failure."""
     home = write_null_home(tmp_path / "home")
-    (home / "pdrexe").write_text(KILLING_PDR)
+    counter = tmp_path / "killer-runs"
+    (home / "pdrexe").write_text(KILLING_PDR.replace("COUNTER", str(counter)))
     config = write_config(tmp_path / "grid.yaml", base_config(tmp_path, home=home))
     grid = pdrflow.Grid.open(config)
     run = grid.submit()
@@ -117,3 +118,9 @@ def test_a_run_lost_to_dead_workers_has_the_ledgers_state(tmp_path: Path) -> Non
     assert ledger_state == [("pending",)]
     assert error.state == "pending"
     assert grid.status().loc["100_40_-10_10_00", "state"] == error.state
+    # The driver alone retries lost runs (LOST_RUN_RETRIES = 2): three runs, each one recorded in the ledger.
+    # Dask left to its default (allowed-failures 3) reruns the task on fresh workers before the driver hears of it.
+    assert counter.read_text().count("run") == 3
+    attempts = ledger_rows(tmp_path / "ledger.sqlite", "SELECT count(*) FROM attempts a JOIN jobs j ON a.job_id = j.id "
+                           "WHERE j.name = '100_40_-10_10_00' AND a.kind = 'model'")
+    assert attempts == [(3,)]

@@ -47,9 +47,9 @@ def test_only_allowed_transitions(ledger_and_specs) -> None:
     job = ledger.jobs("g")[0]
     with pytest.raises(LedgerError, match="cannot archive in state pending"):
         ledger.start_archive(job.id, "host", None)
-    first = ledger.start_model(job.id, "host", None)
+    first = ledger.start_model(job.id, "host", None).attempt_id
     # Dask re-running the task after its worker died: the first attempt ends as interrupted.
-    attempt = ledger.start_model(job.id, "host2", None)
+    attempt = ledger.start_model(job.id, "host2", None).attempt_id
     assert attempt != first
     assert ledger_rows(db, "select outcome from attempts where id = ?", first) == [("interrupted",)]
     with pytest.raises(LedgerError, match="illegal transition running -> archived"):
@@ -65,12 +65,32 @@ def test_only_allowed_transitions(ledger_and_specs) -> None:
         ledger.requeue(job.id, "no")
 
 
+def test_start_model_of_a_computed_job_decides_in_its_transaction(ledger_and_specs) -> None:
+    """Dask reran a finished task whose result it lost: staged outputs readable here are archived as
+    they are (no new attempt, state unchanged); unreadable ones send the model round again."""
+    ledger, specs, db = ledger_and_specs
+    ledger.register_grid("g", specs)
+    here, elsewhere = ledger.jobs("g")[:2]
+    for job, staged in ((here, "/scratch/here"), (elsewhere, "/scratch/elsewhere")):
+        attempt = ledger.start_model(job.id, "h", None).attempt_id
+        ledger.finish_model(job.id, attempt, error=None, staged_dir=staged, host="h", provenance={})
+    readable = {"/scratch/here"}.__contains__
+    again = ledger.start_model(here.id, "h2", None, staged_readable=readable)
+    assert again.attempt_id is None and again.staged_dir == "/scratch/here"
+    assert ledger.job(here.id).state is JobState.COMPUTED
+    rerun = ledger.start_model(elsewhere.id, "h2", None, staged_readable=readable)
+    assert rerun.attempt_id is not None
+    assert ledger.job(elsewhere.id).state is JobState.RUNNING and ledger.job(elsewhere.id).staged_dir is None
+    assert ledger_rows(db, "select job_id, count(*) from attempts group by job_id order by job_id") == [
+        (here.id, 1), (elsewhere.id, 2)]
+
+
 def test_archive_commit_is_one_transaction(ledger_and_specs) -> None:
     ledger, specs, db = ledger_and_specs
     ledger.register_grid("g", specs)
     first, second = ledger.jobs("g")[:2]
     for job in (first, second):
-        attempt = ledger.start_model(job.id, "h", None)
+        attempt = ledger.start_model(job.id, "h", None).attempt_id
         ledger.finish_model(job.id, attempt, error=None, staged_dir="/s", host="h", provenance={})
     ledger.commit_archive(first.id, ledger.start_archive(first.id, "h", None), [StoredFile("g/x", 1, "1" * 64)])
     # The second job's commit collides with the first's file record: nothing of it may remain.

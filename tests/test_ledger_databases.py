@@ -132,7 +132,7 @@ def test_concurrent_archival_commits_lose_and_duplicate_nothing(tmp_path: Path, 
     setup.register_grid("g", specs)
     jobs = setup.jobs("g")
     for job in jobs:
-        attempt = setup.start_model(job.id, "h", None)
+        attempt = setup.start_model(job.id, "h", None).attempt_id
         setup.finish_model(job.id, attempt, error=None, staged_dir="/s", host="h", provenance={})
     barrier = threading.Barrier(len(jobs))
     errors: list[BaseException] = []

@@ -22,7 +22,7 @@ def test_every_state_has_its_colour_style_and_label() -> None:
     for table in (STATE_COLOURS, STATE_STYLES, STATE_SHORT):
         assert set(table) == set(JobState)
     assert len(set(STATE_COLOURS.values())) == len(JobState)  # no two states look alike
-    assert STATES == tuple(JobState)
+    assert tuple(JobState) == STATES
 
 
 def test_dashboard_draws_the_states_in_their_one_colour() -> None:

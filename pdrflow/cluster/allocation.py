@@ -21,9 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dask.config
+
 from ..config import AllocationClusterConfig
 from ..errors import ConfigError
-from .base import ClusterHandle
+from .base import SCHEDULER_SETTINGS, ClusterHandle
 from .security import (
     PROTOCOL,
     local_dashboard_link,
@@ -65,12 +67,14 @@ def join_allocation(config: AllocationClusterConfig) -> Any:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         # Rank 0 and the workers serve inside this call until the scheduler stops, then exit.
-        runner: Any = SLURMRunner(
-            scheduler_file=str(directory / "pdrflow-scheduler-{job_id}.json"),
-            scheduler_options={**options, **secure, "dashboard_address": config.dashboard_address or "127.0.0.1:0"},
-            worker_options={**options, **secure, "nthreads": 1},
-        )
-        runner.__enter__()
+        with dask.config.set(SCHEDULER_SETTINGS):  # rank 0's scheduler reads it when it starts
+            runner: Any = SLURMRunner(
+                scheduler_file=str(directory / "pdrflow-scheduler-{job_id}.json"),
+                scheduler_options={**options, **secure,
+                                   "dashboard_address": config.dashboard_address or "127.0.0.1:0"},
+                worker_options={**options, **secure, "nthreads": 1},
+            )
+            runner.__enter__()
     finally:
         if rank == 0:
             remove_directory(credentials)  # every rank holds its copy in memory by now

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 from distributed import Client
 
+# The driver owns the retries of a model run lost with its worker, counted per job: Dask must not
+# quietly rerun such a task itself (its default reruns it 3 times first), or one model that kills
+# its worker would run up to 4 times per driver retry.
+SCHEDULER_SETTINGS: dict[str, object] = {"distributed.scheduler.allowed-failures": 0}
+
 
 @dataclass
 class ClusterHandle:

@@ -31,6 +31,7 @@ from ..ledger.lease import GridLease
 from .base import ClusterHandle
 from .security import (
     PROTOCOL,
+    job_class_without,
     local_dashboard_link,
     owner_only_directory,
     private_directory,
@@ -186,17 +187,23 @@ def credentials_parent(config_directory: Path | None) -> Path:
 
 @contextmanager
 def slurm_cluster(
-    config: SlurmClusterConfig, lease: GridLease | None, config_directory: Path | None = None
+    config: SlurmClusterConfig, lease: GridLease | None, config_directory: Path | None = None,
+    withheld: tuple[str, ...] = (),
 ) -> Iterator[ClusterHandle]:
     import dask.config
     from dask_jobqueue import SLURMCluster
     from distributed import Client
 
+    # null keys are left to dask's jobqueue.slurm config, as for any dask-jobqueue user; pdrflow
+    # invents none. cores and memory have no default there: missing, they are refused before any sbatch.
     defaults = dask.config.get("jobqueue.slurm", {})
-    cores = config.cores or defaults.get("cores") or 1
-    memory = config.memory or defaults.get("memory") or "1GB"
-    processes = config.processes or defaults.get("processes") or 1
-    walltime = config.walltime or defaults.get("walltime") or "01:00:00"
+    cores = config.cores or defaults.get("cores")
+    memory = config.memory or defaults.get("memory")
+    walltime = config.walltime or defaults.get("walltime")
+    unset = [key for key, value in (("cores", cores), ("memory", memory), ("walltime", walltime)) if not value]
+    if unset:
+        raise ConfigError(f"cluster.{' and cluster.'.join(unset)} not set: give them in the run's config or in "
+                          "dask's jobqueue.slurm config (~/.config/dask/jobqueue.yaml)")
     check_request(config, int(cores), str(memory))  # before any sbatch
     prologue = list(config.job_script_prologue or defaults.get("job-script-prologue") or [])
     if dask.config.get("distributed.worker.profile.enabled", True) is False:
@@ -219,11 +226,14 @@ def slurm_cluster(
         given.update(security=security, protocol=PROTOCOL, shared_temp_directory=str(credentials))
     try:
         cluster = SLURMCluster(
-            cores=cores, memory=memory, processes=processes, walltime=walltime, python=sys.executable,
+            cores=cores, memory=memory, processes=config.processes, walltime=walltime, python=sys.executable,
             worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime))],
             # null: no dashboard (dask-jobqueue's own default would be every interface's :8787)
             scheduler_options={"dashboard_address": config.dashboard_address} if config.dashboard_address
             else {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            # sbatch exports its environment: not the passwords jobs never use (dask-jobqueue types the class
+            # parameter as an instance)
+            job_cls=job_class_without(withheld),  # type: ignore[arg-type]
             **given,
         )
     except BaseException:

@@ -3,16 +3,13 @@ read from the archive through :class:`pdrflow.results.ArchiveReader`, and the le
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from ..ledger.schema import Grid, Job
+from ..ledger.queries import job_provenances
 from ..results import ArchiveReader, JobRecord, ScalarInfo, model_scalars
 from ..states import JobState
 
@@ -98,8 +95,6 @@ def collect_cube(reader: ArchiveReader) -> GridCube:
 def provenance_summary(reader: ArchiveReader) -> dict[str, Any]:
     """What produced the grid, from the ledger: executables (sha256, revision) with how many models each
     made, stand-in or not, hosts, the time span of the runs, and the job states."""
-    query = (select(Job.state, Job.provenance).join(Grid, Job.grid_id == Grid.id)
-             .where(Grid.name == reader.grid))
     executables: Counter[tuple[str, str, str, str]] = Counter()
     chem_rates: Counter[tuple[str, str]] = Counter()
     standin: Counter[str] = Counter()
@@ -107,25 +102,22 @@ def provenance_summary(reader: ArchiveReader) -> dict[str, Any]:
     started: list[str] = []
     ended: list[str] = []
     states: Counter[str] = Counter()
-    with Session(reader.ledger.engine) as session:
-        for state, provenance in session.execute(query):
-            states[state] += 1
-            if isinstance(provenance, str):  # a driver handing JSON back as text
-                provenance = json.loads(provenance)
-            if not provenance or state != JobState.ARCHIVED:
-                continue
-            for role in ("pdr_executable", "onion_executable"):
-                exe = provenance.get(role) or {}
-                executables[(role, str(exe.get("sha256")), str(exe.get("revision")), str(exe.get("compiled")))] += 1
-            rates = provenance.get("chem_rates") or {}
-            chem_rates[(str(rates.get("file")), str(rates.get("sha256")))] += 1
-            standin[str(bool(provenance.get("standin")))] += 1
-            if provenance.get("host"):
-                hosts.add(str(provenance["host"]))
-            if provenance.get("started"):
-                started.append(str(provenance["started"]))
-            if provenance.get("ended"):
-                ended.append(str(provenance["ended"]))
+    for state, provenance in job_provenances(reader.ledger, reader.grid):
+        states[state] += 1
+        if not provenance or state != JobState.ARCHIVED:
+            continue
+        for role in ("pdr_executable", "onion_executable"):
+            exe = provenance.get(role) or {}
+            executables[(role, str(exe.get("sha256")), str(exe.get("revision")), str(exe.get("compiled")))] += 1
+        rates = provenance.get("chem_rates") or {}
+        chem_rates[(str(rates.get("file")), str(rates.get("sha256")))] += 1
+        standin[str(bool(provenance.get("standin")))] += 1
+        if provenance.get("host"):
+            hosts.add(str(provenance["host"]))
+        if provenance.get("started"):
+            started.append(str(provenance["started"]))
+        if provenance.get("ended"):
+            ended.append(str(provenance["ended"]))
     return {
         "job_states": dict(sorted(states.items())),
         "executables": [{"role": role, "sha256": sha, "revision": revision, "compiled": compiled, "models": count}

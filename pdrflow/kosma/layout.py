@@ -13,6 +13,8 @@ PDR_OUTPUT_DIR = "pdroutput"
 ONION_OUTPUT_DIR = "onionoutput"
 MCDRT_DIR = "Out"
 MCDRT_TARBALL = "MCDRT.tar.gz"  # made in scratch from Out/ after the run
+PDR_ARCHIVE_DIR = "pdrgrid"
+ONION_ARCHIVE_DIR = "oniongrid"
 
 # (file in scratch, archive name given the model name J)
 _PDR_FILES: tuple[tuple[str, str], ...] = (
@@ -35,15 +37,30 @@ def onion_textout(species: str) -> str:
     return f"{ONION_OUTPUT_DIR}/TEXTOUT_{species}"
 
 
+def pdr_archive_path(grid: str, model: str, source: str) -> str:
+    """The archive path of one of PDR's files, named by its place in scratch (e.g. ``pdroutput/pdrstruct_s.hdf5``)."""
+    target = dict(_PDR_FILES)[source]
+    return f"{grid}/{PDR_ARCHIVE_DIR}/{target.format(J=model)}"
+
+
+def onion_archive_path(grid: str, model: str, name: str) -> str:
+    """The archive path of onion's file ``name`` (e.g. ``linebt_CO.out``) of model J."""
+    return f"{onion_archive_prefix(grid, model)}{name}"
+
+
+def onion_archive_prefix(grid: str, model: str) -> str:
+    return f"{grid}/{ONION_ARCHIVE_DIR}/ONION{model}."
+
+
 def staged_files(grid: str, model: str, species: Iterable[str], with_mcdrt: bool) -> list[tuple[str, str]]:
     """(scratch-relative source, archive-relative destination) for every file of one model."""
-    pdrgrid, oniongrid = f"{grid}/pdrgrid", f"{grid}/oniongrid"
-    files = [(source, f"{pdrgrid}/{target.format(J=model)}") for source, target in _PDR_FILES]
+    pdrgrid = f"{grid}/{PDR_ARCHIVE_DIR}"
+    files = [(source, pdr_archive_path(grid, model, source)) for source, _ in _PDR_FILES]
     if with_mcdrt:
         files.append((MCDRT_TARBALL, f"{pdrgrid}/MCDRT{model}.tar.gz"))
     for s in species:
         for pattern in ONION_FILE_PATTERNS:
             name = pattern.format(S=s)
-            files.append((f"{ONION_OUTPUT_DIR}/{name}", f"{oniongrid}/ONION{model}.{name}"))
-        files.append((onion_textout(s), f"{oniongrid}/TEXTOUT{model}_{s}"))
+            files.append((f"{ONION_OUTPUT_DIR}/{name}", onion_archive_path(grid, model, name)))
+        files.append((onion_textout(s), f"{grid}/{ONION_ARCHIVE_DIR}/TEXTOUT{model}_{s}"))
     return files

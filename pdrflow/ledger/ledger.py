@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from ..errors import ConfigError, LedgerError
-from ..states import ALLOWED_TRANSITIONS, JobState
+from ..states import ALLOWED_TRANSITIONS, REPAIR_TRANSITIONS, JobState
 from ..storage.base import StoredFile
 from .migrate import ensure_schema
 from .schema import (
@@ -86,6 +86,14 @@ class ArchiveClaims:
 
     own: dict[str, frozenset[str]]  # path -> sha256 digests pdrflow wrote or planned there for this job
     preexisting: dict[str, tuple[int, str]]  # path -> (PreexistingFile id, sha256 found), not moved aside yet
+
+
+@dataclass(frozen=True)
+class ModelStart:
+    """What ``start_model`` decided: a new attempt, or (``attempt_id`` None) outputs already staged."""
+
+    attempt_id: int | None
+    staged_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +179,15 @@ class Ledger:
     def _session(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for the read-only queries of ``ledger/queries.py``; whatever it did is rolled back."""
+        with self._sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     # ---- registration -------------------------------------------------------------------
 
@@ -337,12 +354,13 @@ class Ledger:
     # ---- transitions -----------------------------------------------------------------------
 
     @staticmethod
-    def _move(session: Session, job_id: int, new: JobState, reason: str | None = None, **values: Any) -> Job:
+    def _move(session: Session, job_id: int, new: JobState, reason: str | None = None, *, repair: bool = False,
+              **values: Any) -> Job:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
             raise LedgerError(f"job {job_id} does not exist")
         old = JobState(job.state)
-        if new not in ALLOWED_TRANSITIONS[old]:
+        if new not in ALLOWED_TRANSITIONS[old] or ((old, new) in REPAIR_TRANSITIONS and not repair):
             raise LedgerError(f"job {job_id} ({job.name}): illegal transition {old} -> {new}")
         job.state = new.value
         job.reason = reason
@@ -361,10 +379,23 @@ class Ledger:
         )
 
     @_transient_db_errors
-    def start_model(self, job_id: int, host: str, worker: str | None, slurm_job_id: str | None = None) -> int:
+    def start_model(self, job_id: int, host: str, worker: str | None, slurm_job_id: str | None = None,
+                    staged_readable: Callable[[str], bool] | None = None) -> ModelStart:
+        """Record a model run starting, in one transaction with the question whether it must run at all.
+
+        Dask reruns a finished task whose result it lost (the worker holding it died before the driver
+        fetched it): the job is ``computed`` then. Its outputs are archived, not computed again, if
+        ``staged_readable(staged_dir)`` says this worker can read them (same host or shared scratch);
+        otherwise the job goes back through ``pending`` and the model runs again."""
         with self._session() as session:
             job = session.get(Job, job_id, with_for_update=True)
-            if job is not None and job.state == JobState.RUNNING:
+            if job is not None and job.state == JobState.COMPUTED:
+                if job.staged_dir and staged_readable is not None and staged_readable(job.staged_dir):
+                    return ModelStart(attempt_id=None, staged_dir=job.staged_dir)
+                reason = "the staged outputs of a lost run cannot be read here: computing again"
+                self._move(session, job_id, JobState.PENDING, reason, staged_dir=None, staged_host=None)
+                self._move(session, job_id, JobState.RUNNING)
+            elif job is not None and job.state == JobState.RUNNING:
                 # Dask re-ran the task after its worker died or retired: that run is lost, not failed.
                 session.execute(
                     update(Attempt)
@@ -379,7 +410,7 @@ class Ledger:
                               slurm_job_id=slurm_job_id)
             session.add(attempt)
             session.flush()
-            return attempt.id
+            return ModelStart(attempt_id=attempt.id)
 
     @_transient_db_errors
     def finish_model(
@@ -557,3 +588,57 @@ class Ledger:
                            Attempt.outcome == AttemptOutcome.RUNNING.value)
                     .values(outcome=AttemptOutcome.INTERRUPTED.value, error=reason, ended_at=utcnow())
                 )
+
+    # ---- repair (pdrflow verify --repair) ----------------------------------------------------
+
+    @_transient_db_errors
+    def mark_damaged(self, job_id: int, *, missing: Sequence[str], changed: Sequence[tuple[str, int, str, str]],
+                     reason: str, detail: str, staged_dir: str | None, host: str) -> dict[str, int]:
+        """An archived job whose files ``verify`` found missing or changed leaves ``archived``, in one transaction.
+
+        ``changed``: (path, size found, sha256 found, sha256 recorded). The job becomes ``failed_storage``
+        (``staged_dir``: staged outputs still in scratch, archived again from there; None: computed again);
+        the damaged files' archived_files rows are retired; each changed file is recorded as a
+        PreexistingFile (origin ``pdrflow verify``: the bytes found, the digest the ledger had) to be moved
+        aside, never overwritten; a failed archive attempt says what was found. Returns path -> PreexistingFile
+        id of the changed files. A path damaged again after an earlier repair reuses its row (one per job and
+        path): the earlier moved_to is then in that repair's attempt.
+        """
+        damaged = [*missing, *(path for path, *_ in changed)]
+        files = cast(Table, ArchivedFile.__table__)
+        preexisting = cast(Table, PreexistingFile.__table__)
+        now = utcnow()
+        rows: dict[str, int] = {}
+        with self._session() as session:
+            self._move(session, job_id, JobState.FAILED_STORAGE, reason, repair=True, staged_dir=staged_dir,
+                       staged_host=host if staged_dir else None)
+            for start in range(0, len(damaged), 500):
+                session.execute(delete(files).where(files.c.job_id == job_id,
+                                                    files.c.path.in_(damaged[start : start + 500])))
+            for path, size, found, recorded in changed:
+                values = {"size": size, "sha256": found, "recorded_sha256": recorded, "origin": "pdrflow verify",
+                          "found_at": now, "moved_to": None, "moved_at": None}
+                row_id = session.scalar(select(PreexistingFile.id).where(PreexistingFile.job_id == job_id,
+                                                                         PreexistingFile.path == path))
+                if row_id is None:
+                    inserted = cast(CursorResult[Any], session.execute(
+                        insert(preexisting).values(job_id=job_id, path=path, **values))).inserted_primary_key
+                    assert inserted is not None  # an INSERT always has one
+                    row_id = inserted[0]
+                else:
+                    session.execute(update(preexisting).where(preexisting.c.id == row_id).values(**values))
+                rows[path] = int(row_id)
+            session.add(Attempt(job_id=job_id, kind=AttemptKind.ARCHIVE.value, host=host,
+                                outcome=AttemptOutcome.FAILED.value, error=detail, ended_at=now))
+        return rows
+
+    @_transient_db_errors
+    def note_attempt(self, job_id: int, text: str) -> None:
+        """Append ``text`` to the error of the job's latest attempt (where a repair moved the damaged files)."""
+        attempts = cast(Table, Attempt.__table__)
+        with self._session() as session:
+            row = session.execute(select(Attempt.id, Attempt.error).where(Attempt.job_id == job_id)
+                                  .order_by(Attempt.id.desc()).limit(1)).first()
+            if row is not None:
+                session.execute(update(attempts).where(attempts.c.id == row.id)
+                                .values(error=f"{row.error}; {text}" if row.error else text))

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -31,10 +32,11 @@ from ..config import default_scratch_root
 from ..errors import ConfigError, ModelFailed, shown
 from ..kosma import layout
 from ..kosma.inputs import CHEM_RATES_LINK, render_inputs
-from ..states import JobState
 from ..storage.base import sha256_file
 from .resources import remaining_lifetime, task_ledger, tracked_process_group, worker_name
 from .types import MANIFEST_FILE, Manifest, ModelJob, RunSettings, StagedFile
+
+SCRATCH_MARKER = ".pdrflow-scratch.json"  # in each scratch dir: grid, job id, model name
 
 
 class _StepFailed(Exception):
@@ -152,6 +154,9 @@ def prepare_scratch(job: ModelJob, settings: RunSettings) -> Path:
     root.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new scratch root is owner-only; an existing one kept
     scratch = root / f"{settings.grid}-{job.spec.name}-job{job.job_id}-{uuid.uuid4().hex[:8]}"
     scratch.mkdir(mode=0o700)  # inputs and outputs of one model: the user's only
+    # What lets `pdrflow clean` prove the directory is this job's scratch before it removes anything.
+    (scratch / SCRATCH_MARKER).write_text(json.dumps({"grid": settings.grid, "job_id": job.job_id,
+                                                      "name": job.spec.name}))
     for directory in (layout.PDR_OUTPUT_DIR, layout.ONION_OUTPUT_DIR, layout.MCDRT_DIR):
         (scratch / directory).mkdir()
     # Copies, never links: a step that writes into its inputs must not change the home every model shares.
@@ -197,17 +202,17 @@ def _tar_mcdrt(scratch: Path) -> bool:
 def execute_model(job: ModelJob, settings: RunSettings, scratch: Path, exit_codes: dict[str, Any]) -> None:
     inst = settings.installation
     exit_codes["pdr"] = _run_step(
-        ["./pdrexe"], scratch, scratch / "pdroutput" / "TEXTOUT", settings.pdr_timeout, "PDR (pdrexe)"
+        ["./pdrexe"], scratch, scratch / layout.PDR_OUTPUT_DIR / "TEXTOUT", settings.pdr_timeout, "PDR (pdrexe)"
     )
-    if not (scratch / "pdroutput" / "CTRL_IND").is_file():
-        raise _StepFailed("PDR (pdrexe) exited 0 but wrote no pdroutput/CTRL_IND")
+    if not (scratch / layout.PDR_OUTPUT_DIR / "CTRL_IND").is_file():
+        raise _StepFailed(f"PDR (pdrexe) exited 0 but wrote no {layout.PDR_OUTPUT_DIR}/CTRL_IND")
     onion_codes: dict[str, int] = {}
     exit_codes["onion"] = onion_codes
     textout = scratch / layout.ONION_OUTPUT_DIR / "TEXTOUT"
-    structure = (scratch / "pdroutput" / "pdrstruct_s.hdf5").absolute()
+    structure = (scratch / layout.PDR_OUTPUT_DIR / "pdrstruct_s.hdf5").absolute()
     for species in job.spec.onion_species:
         shutil.copyfile(inst.onion_input(species), scratch / "ONION3.INP")
-        shutil.copyfile(scratch / "pdroutput" / "CTRL_IND", scratch / "CTRL_IND")
+        shutil.copyfile(scratch / layout.PDR_OUTPUT_DIR / "CTRL_IND", scratch / "CTRL_IND")
         textout.unlink(missing_ok=True)
         try:
             onion_codes[species] = _run_step(
@@ -254,32 +259,18 @@ def collect_manifest(job: ModelJob, settings: RunSettings, scratch: Path, proven
                     provenance, tuple(missing))
 
 
-def _already_computed(job: ModelJob, settings: RunSettings) -> Manifest | None:
-    """The manifest of a model this task already computed, when Dask runs the task again.
+def _staged_here(staged_dir: str) -> bool:
+    return (Path(staged_dir) / MANIFEST_FILE).is_file()
 
-    Dask re-runs a finished task whose result it lost: the worker holding it died before the
-    driver fetched it. The model is computed and staged then; its outputs are archived, not
-    computed again, if they can be read from here (same host or shared scratch). If they cannot,
-    the job goes back to pending and the model runs again below.
-    """
-    with task_ledger(settings) as ledger:
-        ref = ledger.job(job.job_id)
-        if ref.state != JobState.COMPUTED:
-            return None
-        staged = Path(ref.staged_dir) / MANIFEST_FILE if ref.staged_dir else None
-        if staged is not None and staged.is_file():
-            # this worker reads the staged files now: the archival is pinned here, not to the dead worker
-            return dataclasses.replace(Manifest.from_json(staged.read_text()), host=socket.gethostname(),
-                                       worker=worker_name())
-        ledger.requeue(job.job_id, "the staged outputs of a lost run cannot be read here: computing again")
-    return None
+
+def _staged_manifest(staged_dir: str) -> Manifest:
+    # this worker reads the staged files now: the archival is pinned here, not to the dead worker
+    manifest = Manifest.from_json((Path(staged_dir) / MANIFEST_FILE).read_text())
+    return dataclasses.replace(manifest, host=socket.gethostname(), worker=worker_name())
 
 
 def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
     """The Dask task. Raises ModelFailed (job ``failed_model``) when a step fails."""
-    computed = _already_computed(job, settings)
-    if computed is not None:
-        return computed
     remaining = remaining_lifetime()
     if job.needs_seconds is not None and remaining is not None and remaining < job.needs_seconds:
         # This worker retires before the model could finish: let the scheduler place it elsewhere.
@@ -304,7 +295,12 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
         "started": _now(),
     }
     with task_ledger(settings) as ledger:
-        attempt_id = ledger.start_model(job.job_id, host, worker_name(), os.environ.get("SLURM_JOB_ID"))
+        start = ledger.start_model(job.job_id, host, worker_name(), os.environ.get("SLURM_JOB_ID"),
+                                   staged_readable=_staged_here)
+    if start.attempt_id is None:
+        assert start.staged_dir is not None
+        return _staged_manifest(start.staged_dir)  # computed before, its result lost by Dask: archive it
+    attempt_id = start.attempt_id
     scratch: Path | None = None
     error: str | None = None
     manifest: Manifest | None = None
@@ -318,7 +314,11 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
     except _StepFailed as exc:
         error = str(exc)
     except ModelInterrupted:
-        raise  # the driver (stopping) or Dask (re-running it elsewhere) owns the job now
+        # The driver (stopping) or Dask (re-running it elsewhere) owns the job now; the job is requeued
+        # and runs again in a fresh directory, so this half-written one would only be left behind.
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
     except OSError as exc:
         error = f"cannot prepare or read the scratch directory: {exc.strerror or exc} ({exc.filename})"
     provenance.setdefault("ended", _now())
