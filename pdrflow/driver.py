@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import random
 import statistics
 import threading
 import time
@@ -21,7 +22,6 @@ from enum import Enum
 from typing import Any
 
 from distributed import Future, wait
-from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
 
 from .cluster import ClusterHandle, start_cluster
 from .config import Config
@@ -129,11 +129,6 @@ class Driver:
         self.on_event = on_event or (lambda event: None)
         self.on_progress = on_progress or (lambda outcome: None)
         self.outcome = Outcome()
-        backoff = config.run
-        # initial * 2^(n-1) capped at max, plus up to `initial` of jitter so retries don't stampede
-        self._wait = wait_exponential(
-            multiplier=backoff.archive_backoff_initial, max=backoff.archive_backoff_max
-        ) + wait_random(0, backoff.archive_backoff_initial)
         self._jobs: dict[int, JobRef] = {}
         self._archive_tries: dict[int, int] = {}
         self._lost_runs: dict[int, int] = {}
@@ -403,9 +398,11 @@ class Driver:
             pass
 
     def _backoff(self, attempt: int) -> float:
-        state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
-        state.attempt_number = attempt
-        return float(self._wait(state))
+        """Seconds before archival ``attempt`` + 1: initial * 2^(attempt-1) capped at max, plus up to
+        ``initial`` of jitter so that retries of many jobs do not stampede the archive. (The driver's
+        loop waits; no call is retried in place, so tenacity's retry loop has no place here.)"""
+        initial, cap = self.config.run.archive_backoff_initial, self.config.run.archive_backoff_max
+        return min(cap, initial * 2 ** (attempt - 1)) + random.uniform(0, initial)
 
     def _settle_unfinished(self) -> None:
         """After an interruption: nothing stays ``running`` and no attempt stays open."""

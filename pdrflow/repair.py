@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import StorageFailed
 from .ledger import Ledger
+from .ledger.damage import mark_damaged, note_attempt
 from .states import JobState
 from .storage import Storage
 from .tasks.archive import load_manifest, move_aside, staged_outputs_present
@@ -110,7 +111,7 @@ def mark_for_repair(ledger: Ledger, storage: Storage, grid: str, findings: list[
         found_text = [f"{len(paths)} {what} ({_shown(paths)})" for what, paths in
                       (("missing", missing), ("changed since archived", [path for path, *_ in changed])) if paths]
         detail = f"verify: {', '.join(found_text)}; {then}"
-        rows = ledger.mark_damaged(job_id, missing=missing, changed=changed, staged_dir=staged, host=host,
+        rows = mark_damaged(ledger, job_id, missing=missing, changed=changed, staged_dir=staged, host=host,
                                    reason=f"verify: {len(found)} files missing/changed", detail=detail)
         moved = move_aside(storage, ledger, job_id, name, [(rows[path], path) for path, *_ in changed])
         paths = {row_id: path for path, row_id in rows.items()}
@@ -118,5 +119,5 @@ def mark_for_repair(ledger: Ledger, storage: Storage, grid: str, findings: list[
         repaired.moved = [(paths[row_id], moved_to) for row_id, moved_to in moved]
         repaired.staged_dir = staged
         if repaired.moved:
-            ledger.note_attempt(job_id, "moved aside: " + ", ".join(f"{a} -> {b}" for a, b in repaired.moved))
+            note_attempt(ledger, job_id, "moved aside: " + ", ".join(f"{a} -> {b}" for a, b in repaired.moved))
     return done
