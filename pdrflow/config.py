@@ -8,9 +8,11 @@ SFTP passwords are read from the environment only. Reading and checking the file
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -274,6 +276,39 @@ class AllocationClusterConfig(_Section):
 ClusterConfig = Annotated[
     LocalClusterConfig | SlurmClusterConfig | AllocationClusterConfig, Field(discriminator="kind")
 ]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of a storage or cluster section: its config model and the function that opens or starts
+    it, named ``module:function`` and imported only when that kind is used (paramiko loads for SFTP
+    only, dask-jobqueue for SLURM only)."""
+
+    model: type[BaseModel]
+    factory: str
+
+
+# Every storage and cluster kind, written once. Config loading, the config reference and the factories
+# (storage.open_storage, cluster.start_cluster) read this table. A new kind is its module (its model above
+# and its factory there), a line here and its defaults in pdrflow.yaml; the two unions above name the
+# same models for pydantic and mypy, and a test keeps them equal to this table.
+KINDS: dict[str, dict[str, Kind]] = {
+    "storage": {
+        "local": Kind(LocalStorageConfig, "pdrflow.storage.local:open_local"),
+        "sftp": Kind(SftpStorageConfig, "pdrflow.storage.sftp:open_sftp"),
+    },
+    "cluster": {
+        "local": Kind(LocalClusterConfig, "pdrflow.cluster.local:start"),
+        "slurm": Kind(SlurmClusterConfig, "pdrflow.cluster.slurm:start"),
+        "allocation": Kind(AllocationClusterConfig, "pdrflow.cluster.allocation:start"),
+    },
+}
+
+
+def kind_factory(section: str, kind: str) -> Any:
+    """The factory of ``section``'s ``kind`` (imported now)."""
+    module, function = KINDS[section][kind].factory.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def default_scratch_root() -> Path:

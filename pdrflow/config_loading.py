@@ -24,12 +24,11 @@ from pydantic import BaseModel, ValidationError
 
 from .config import (
     DB_PASSWORD_ENV,
+    KINDS,
     SFTP_PASSWORD_ENV,
-    AllocationClusterConfig,
     Config,
     LocalClusterConfig,
     LocalStorageConfig,
-    SftpStorageConfig,
     SlurmClusterConfig,
     _secret_from_env,
 )
@@ -41,14 +40,9 @@ _DB_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed (a prologue line may hold one)
 
 _KIND_MODELS: dict[tuple[str, str], type[BaseModel]] = {
-    ("storage", "local"): LocalStorageConfig,
-    ("storage", "sftp"): SftpStorageConfig,
-    ("cluster", "local"): LocalClusterConfig,
-    ("cluster", "slurm"): SlurmClusterConfig,
-    ("cluster", "allocation"): AllocationClusterConfig,
-}
+    (section, name): kind.model for section, kinds in KINDS.items() for name, kind in kinds.items()}
 _SECTIONS = ("grid", "kosma_tau", "database", "storage", "cluster", "scratch", "run", "results")
-_KIND_SECTIONS = ("storage", "cluster")
+_KIND_SECTIONS = tuple(KINDS)
 
 
 def _did_you_mean(key: str, known: list[str]) -> str:

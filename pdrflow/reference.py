@@ -29,11 +29,8 @@ SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("grid", "grid", config_module.GridConfig),
     ("kosma_tau", "kosma_tau", config_module.KosmaTauConfig),
     ("database", "database", config_module.DatabaseConfig),
-    ("storage (kind: local)", "storage.local", config_module.LocalStorageConfig),
-    ("storage (kind: sftp)", "storage.sftp", config_module.SftpStorageConfig),
-    ("cluster (kind: local)", "cluster.local", config_module.LocalClusterConfig),
-    ("cluster (kind: slurm)", "cluster.slurm", config_module.SlurmClusterConfig),
-    ("cluster (kind: allocation)", "cluster.allocation", config_module.AllocationClusterConfig),
+    *((f"{section} (kind: {name})", f"{section}.{name}", kind.model)
+      for section in ("storage", "cluster") for name, kind in config_module.KINDS[section].items()),
     ("scratch", "scratch", config_module.ScratchConfig),
     ("run", "run", config_module.RunConfig),
     ("results", "results", config_module.ResultsConfig),

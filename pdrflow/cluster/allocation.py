@@ -17,13 +17,13 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 
-from ..config import AllocationClusterConfig
+from ..config import AllocationClusterConfig, Config
 from ..errors import ConfigError
 from .base import SCHEDULER_SETTINGS, ClusterHandle
 from .security import (
@@ -36,6 +36,9 @@ from .security import (
     warn_insecure,
     write_credentials,
 )
+
+if TYPE_CHECKING:
+    from ..ledger.lease import GridLease
 
 log = logging.getLogger("pdrflow")
 
@@ -118,3 +121,9 @@ def _note_scheduler_host() -> None:
     if int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1) > 1:
         log.warning("the dashboard listens on the loopback of the node of task 0 (the scheduler): if that is not "
                     "%s, tunnel to that node instead", socket.gethostname())
+
+
+def start(config: Config, lease: GridLease | None, runner: Any) -> AbstractContextManager[ClusterHandle]:
+    """The factory ``config.KINDS`` names for ``cluster.kind: allocation``: ``runner`` is the
+    SLURMRunner this process entered (``join_allocation``) before the driver started."""
+    return allocation_cluster(runner)

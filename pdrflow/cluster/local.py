@@ -8,15 +8,18 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed import Client, LocalCluster
 
-from ..config import LocalClusterConfig
+from ..config import Config, LocalClusterConfig
 from .base import ClusterHandle
 from .security import PROTOCOL, remove_directory, run_security, user_directory, warn_if_dashboard_exposed
+
+if TYPE_CHECKING:
+    from ..ledger.lease import GridLease
 
 
 def dask_setup(worker: Any) -> None:
@@ -74,3 +77,9 @@ def _start(config: LocalClusterConfig, n_workers: int, space: Path, secure: dict
         preload=[__name__],  # dask_setup above: the terminal's Ctrl-C is the driver's, not the workers'
         **secure,
     )
+
+
+def start(config: Config, lease: GridLease | None, runner: Any) -> AbstractContextManager[ClusterHandle]:
+    """The factory ``config.KINDS`` names for ``cluster.kind: local``."""
+    assert isinstance(config.cluster, LocalClusterConfig)
+    return local_cluster(config.cluster)

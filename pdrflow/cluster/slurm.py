@@ -18,14 +18,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dask.utils import parse_bytes
 
-from ..config import SlurmClusterConfig
+from ..config import Config, SlurmClusterConfig
 from ..errors import ConfigError
 from ..ledger.lease import GridLease
 from .base import ClusterHandle
@@ -38,6 +38,7 @@ from .security import (
     remove_directory,
     run_security,
     warn_if_dashboard_exposed,
+    withheld_from_workers,
 )
 
 log = logging.getLogger("pdrflow")
@@ -277,3 +278,10 @@ def _close_credential_files(cluster: Any) -> None:
                 handle.close()
             except OSError:
                 pass
+
+
+def start(config: Config, lease: GridLease | None, runner: Any) -> AbstractContextManager[ClusterHandle]:
+    """The factory ``config.KINDS`` names for ``cluster.kind: slurm``: worker credentials go near the
+    config; sbatch runs without the passwords worker jobs do not need."""
+    assert isinstance(config.cluster, SlurmClusterConfig)
+    return slurm_cluster(config.cluster, lease, config.path.parent, withheld_from_workers(config))

@@ -1,19 +1,15 @@
-"""Archive backends: where the archival task puts a model's files."""
+"""Archive backends: where the archival task puts a model's files. Each kind is a module here,
+named in ``config.KINDS`` with its config model."""
 
 from __future__ import annotations
 
-from ..config import LocalStorageConfig, SftpStorageConfig, archive_modes
+from ..config import LocalStorageConfig, SftpStorageConfig, kind_factory
 from .base import Storage, StorageError, StoredFile
-from .local import LocalStorage
 
 __all__ = ["Storage", "StorageError", "StoredFile", "open_storage"]
 
 
 def open_storage(config: LocalStorageConfig | SftpStorageConfig) -> Storage:
-    """The backend a storage section names; ``file_mode`` / ``dir_mode`` go with it (SFTP reads them from its config)."""
-    if isinstance(config, LocalStorageConfig):
-        file_mode, dir_mode = archive_modes(config)
-        return LocalStorage(config.root, file_mode=file_mode, dir_mode=dir_mode)
-    from .sftp import SftpStorage  # paramiko is only imported where SFTP is used
-
-    return SftpStorage(config)
+    """The backend a storage section names (its module imported only now: paramiko for SFTP only)."""
+    storage: Storage = kind_factory("storage", config.kind)(config)
+    return storage

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+from ..config import LocalStorageConfig, archive_modes
 from .base import (
     CHUNK,
     HashingSink,
@@ -304,3 +305,9 @@ class LocalStorage(Storage):
             with contextlib.suppress(OSError):  # after a failure; after success it is gone already
                 partial.unlink()
         return StoredFile(path, sink.size, sink.sha256)
+
+
+def open_local(config: LocalStorageConfig) -> LocalStorage:
+    """The factory ``config.KINDS`` names for ``storage.kind: local``."""
+    file_mode, dir_mode = archive_modes(config)
+    return LocalStorage(config.root, file_mode=file_mode, dir_mode=dir_mode)

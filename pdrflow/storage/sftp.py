@@ -445,3 +445,8 @@ class SftpStorage(Storage):
         finally:
             client.close()
         return writer.sink
+
+
+def open_sftp(config: SftpStorageConfig) -> SftpStorage:
+    """The factory ``config.KINDS`` names for ``storage.kind: sftp`` (modes read from the config)."""
+    return SftpStorage(config)
