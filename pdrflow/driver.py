@@ -26,7 +26,7 @@ from distributed import Future, wait
 from .cluster import ClusterHandle, start_cluster
 from .config import Config
 from .dashboard import page_link, register_dashboard
-from .dashboard.eta import archival_seconds, mean_cost
+from .dashboard.eta import mean_cost
 from .errors import LedgerError, ModelFailed, StorageFailed
 from .grid import ModelSpec, expand_grid, varied_parameters
 from .kosma.installation import Installation, executable_version, resolve_installation
@@ -355,9 +355,8 @@ class Driver:
     def _archive_finished(self, future: Future, job_id: int) -> None:
         name = self._jobs[job_id].name
         if future.status == "finished":
-            seconds = archival_seconds(self.ledger, job_id)  # the attempt's own time, not its wait in the queue
-            if seconds is not None:
-                self._archive_seconds.append(seconds)
+            result: ArchiveResult = future.result()
+            self._archive_seconds.append(result.seconds)  # its own time on the worker, not its wait in the queue
             self.outcome.archived += 1
             self.outcome.failures.pop(name, None)
             self.on_event(Event(EventKind.ARCHIVED, name))

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..ledger import Ledger
+    pass
 
 
 @dataclass(frozen=True)
@@ -53,24 +53,3 @@ def estimate(remaining: int, cost: float | None, slots: int) -> Estimate:
         return Estimate(0.0, slots / cost)
     busy = min(slots, remaining)
     return Estimate(remaining * cost / busy, busy / cost)
-
-
-def archival_seconds(ledger: Ledger, job_id: int) -> float | None:
-    """How long the job's successful archival took, from its ledger attempt (start to commit).
-
-    Not from the driver's submission: an archival queued behind a model on its worker would count
-    that model's time twice."""
-    from sqlalchemy import select
-
-    from ..ledger.schema import Attempt, AttemptKind, AttemptOutcome
-
-    with ledger._session() as session:
-        row = session.execute(
-            select(Attempt.started_at, Attempt.ended_at)
-            .where(Attempt.job_id == job_id, Attempt.kind == AttemptKind.ARCHIVE.value,
-                   Attempt.outcome == AttemptOutcome.OK.value)
-            .order_by(Attempt.id.desc()).limit(1)
-        ).first()
-    if row is None or row.ended_at is None:
-        return None
-    return max(0.0, (row.ended_at - row.started_at).total_seconds())

@@ -15,6 +15,7 @@ import logging
 import posixpath
 import shutil
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -181,6 +182,7 @@ def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> 
 
     ``manifest`` is the run task's result, or (job id, scratch dir) of a job staged earlier.
     """
+    started = time.monotonic()
     host = socket.gethostname()
     if isinstance(manifest, tuple):
         manifest = load_manifest(*manifest)
@@ -228,4 +230,5 @@ def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> 
             raise StorageFailed(manifest.job_id, reason) from None
     # Only now, with the files archived and recorded, may the staged copy go.
     shutil.rmtree(manifest.scratch_dir, ignore_errors=True)
-    return ArchiveResult(manifest.job_id, manifest.name, len(stored), manifest.total_bytes, skipped_existing=skipped)
+    return ArchiveResult(manifest.job_id, manifest.name, len(stored), manifest.total_bytes, skipped_existing=skipped,
+                         seconds=time.monotonic() - started)

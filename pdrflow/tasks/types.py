@@ -84,3 +84,4 @@ class ArchiveResult:
     files: int
     bytes: int
     skipped_existing: int = 0
+    seconds: float = 0.0  # from the task's start on its worker to the commit (not its wait in the queue)
