@@ -26,7 +26,8 @@ from ..errors import ConfigError
 from ..grid import model_spec
 from ..kosma import layout
 from ..kosma.parameters import PARAMETERS, ParamValue
-from .predecessor import ORIGIN, Note, OldConfig, OldModel, read_old_config, read_old_models
+from .predecessor import ORIGIN, Note, OldConfig, read_old_config
+from .predecessor_db import OldModel, read_old_models
 from .translate import build_document, close, render
 
 if TYPE_CHECKING:

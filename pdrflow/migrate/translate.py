@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import yaml
 
 from ..kosma.parameters import AXIS_PARAMETERS, DEFAULT_ONION_SPECIES, ELEMENT_DEFAULTS, PARAMETERS, ParamValue
-from .predecessor import Note, OldConfig, OldModel
+from .predecessor import Note, OldConfig
+from .predecessor_db import OldModel
 
 DEFAULT_LEDGER_URL = "sqlite:///pdrflow-ledger.sqlite"  # relative: next to the new config
 _AXIS_KEYS = {"metal": "metallicity_percent", "dens": "density_tenthdex", "mass": "mass_tenthdex",
