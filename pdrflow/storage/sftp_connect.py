@@ -20,6 +20,7 @@ import getpass
 import hashlib
 import logging
 import os
+import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ class Endpoint:
     known_hosts: tuple[Path, ...]  # the first is the user's file (named in messages)
     host_key_alias: str | None
     keepalive: int
+    # argv of a command whose stdin/stdout reach the server (ssh_config ProxyJump or ProxyCommand); None: direct
+    proxy: tuple[str, ...] | None = None
 
     @property
     def address(self) -> str:
@@ -81,14 +84,9 @@ def resolve_endpoint(config: SftpStorageConfig) -> Endpoint:
             raise StorageError(f"cannot read ssh config {ssh_config}: {exc.strerror or exc}") from None
         except Exception as exc:  # noqa: BLE001 - paramiko raises several types for bad files
             raise StorageError(f"cannot parse ssh config {ssh_config}: {exc}") from None
-        for unsupported in ("proxyjump", "proxycommand"):
-            if unsupported in options and str(options[unsupported]).lower() != "none":
-                raise StorageError(
-                    f"ssh config {ssh_config} sets {unsupported} for {config.host}: pdrflow connects directly "
-                    "and does not support jump hosts; use a host reachable from the workers"
-                )
     hostname = str(options.get("hostname") or config.host)
     port = config.port or int(str(options.get("port") or 22))
+    proxy = _proxy(options, ssh_config, hostname, port)
     username = config.username or str(options.get("user") or "") or getpass.getuser()
     if config.key_filename is not None:
         key_files: tuple[Path, ...] = (config.key_filename.expanduser(),)
@@ -111,7 +109,23 @@ def resolve_endpoint(config: SftpStorageConfig) -> Endpoint:
         known_hosts=known_hosts,
         host_key_alias=str(alias) if alias else None,
         keepalive=keepalive,
+        proxy=proxy,
     )
+
+
+def _proxy(options: dict[str, object], ssh_config: Path, hostname: str, port: int) -> tuple[str, ...] | None:
+    """How ssh_config says to reach the server: through OpenSSH's own client to a jump host
+    (``ProxyJump a[,b]``: ``ssh -W host:port``, the jump hosts authenticated by that client from the same
+    ssh_config), or a ``ProxyCommand`` (tokens expanded by paramiko's parser; run without a shell)."""
+    jump = str(options.get("proxyjump") or "none")
+    command = str(options.get("proxycommand") or "none")
+    if jump.lower() != "none":  # OpenSSH: the first of ProxyJump and ProxyCommand given wins; paramiko keeps both
+        *through, last = jump.split(",")
+        return ("ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", *(("-J", ",".join(through)) if through else ()),
+                "-W", f"{hostname}:{port}", last)
+    if command.lower() != "none":
+        return tuple(shlex.split(command))
+    return None
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -277,17 +291,25 @@ def open_transport(
     endpoint: Endpoint, password: str | None, connect_timeout: float, operation_timeout: float
 ) -> paramiko.Transport:
     """Connect, verify the host key, authenticate; the caller owns the transport."""
-    try:
-        sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=connect_timeout)
-    except OSError as exc:
-        raise _network_error(endpoint, exc, "connecting to") from None
-    # Small requests (open, close, rename) must not wait for Nagle's algorithm.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if hasattr(socket, "TCP_USER_TIMEOUT"):
-        # paramiko's writer retries a blocked send forever; the kernel ends the connection
-        # when sent data stays unacknowledged this long, so a dead server never hangs a worker.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(operation_timeout * 1000))
+    sock: socket.socket | paramiko.ProxyCommand
+    if endpoint.proxy is not None:
+        try:
+            sock = paramiko.ProxyCommand(shlex.join(endpoint.proxy))  # paramiko splits it again: no shell
+        except (paramiko.SSHException, OSError) as exc:
+            raise _network_error(endpoint, exc, "starting the proxy to") from None
+        sock.settimeout(connect_timeout)
+    else:
+        try:
+            sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=connect_timeout)
+        except OSError as exc:
+            raise _network_error(endpoint, exc, "connecting to") from None
+        # Small requests (open, close, rename) must not wait for Nagle's algorithm.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            # paramiko's writer retries a blocked send forever; the kernel ends the connection
+            # when sent data stays unacknowledged this long, so a dead server never hangs a worker.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(operation_timeout * 1000))
     transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
     try:
         transport.banner_timeout = connect_timeout
