@@ -193,7 +193,11 @@ def test_sshd_killed_mid_transfer(tmp_path: Path, null_home: Path, ssh_env: dict
         driver = start_run(config, env=ssh_env)
         wait_for(lambda: _count(db, "select count(*) from attempts where kind='archive' and outcome='running'"),
               120, "an archival in progress", driver)
-        time.sleep(0.7)
+        # Kill once an upload is under way (a temporary file exists), not after a guessed delay: on a loaded
+        # machine the archival's SSH login through the slow proxy can take longer than any fixed sleep.
+        # The padded 2 MB pdr<J>.hdf takes 2 s through the proxy: its temporary is there long enough to kill into.
+        wait_for(lambda: [p for p in files_under(archive) if ".pdrflow-" in p.name and p.name.startswith(".pdr1")],
+                 60, "the large file's upload in progress", driver, interval=0.02)
         server.kill()
         partial_at_kill = [p for p in files_under(archive) if ".pdrflow-" in p.name]
         time.sleep(2.0)
