@@ -321,3 +321,19 @@ def finish_run(process: subprocess.Popen[str], timeout: float = 180) -> tuple[in
         output, _ = process.communicate()
         raise AssertionError(f"the driver did not finish within {timeout} s:\n{output}") from None
     return process.returncode, output
+
+
+def privileged(*argv: str) -> None:
+    """A root-only step a scenario needs (mount, chattr); outside CI a refusal is a skip, in CI a failure."""
+    import pytest
+
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        message = f"{' '.join(argv)} refused: {done.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(message)
+        pytest.skip(message)
+
+
+def umount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], capture_output=True, timeout=30, check=False)

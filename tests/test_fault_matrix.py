@@ -73,8 +73,10 @@ from helpers import (
     files_under,
     finish_run,
     ledger_rows,
+    privileged,
     slow_null_home,
     start_run,
+    umount,
     wait_for,
     write_config,
 )
@@ -95,17 +97,11 @@ def _count(db: Path, query: str, *params: Any) -> int:
 
 
 def _mount(*argv: str) -> None:
-    """A mount the scenario needs; outside CI a refusal (not root) is a skip, in CI a failure."""
-    done = subprocess.run(["mount", *argv], capture_output=True, text=True, timeout=30, check=False)
-    if done.returncode != 0:
-        message = f"mount {' '.join(argv)} refused: {done.stderr.strip()}"
-        if os.environ.get("CI") == "true":
-            raise RuntimeError(message)
-        pytest.skip(message)
+    privileged("mount", *argv)
 
 
 def _umount(path: Path) -> None:
-    subprocess.run(["umount", str(path)], capture_output=True, timeout=30, check=False)
+    umount(path)
 
 
 def _report(config: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import base_config, cli, files_under, ledger_rows, write_config
+from helpers import base_config, cli, files_under, ledger_rows, privileged, write_config
 from services.sshd import Sshd, SystemUser
 
 from pdrflow.storage import StorageError
@@ -48,18 +48,11 @@ def _run_refused(tmp_path: Path, config: Path, *expected: str, env: dict[str, st
 
 
 def _mount(*argv: str) -> None:
-    done = subprocess.run(["mount", *argv], capture_output=True, text=True, timeout=30, check=False)
-    if done.returncode != 0:
-        message = f"mount {' '.join(argv)} refused: {done.stderr.strip()}"
-        if os.environ.get("CI") == "true":
-            raise RuntimeError(message)
-        pytest.skip(message)
+    privileged("mount", *argv)
 
 
 def _chattr(flag: str, path: Path) -> None:
-    done = subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True, timeout=30, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"chattr {flag} refused: {done.stderr.strip()}")
+    privileged("chattr", flag, str(path))
 
 
 def test_read_only_archive_is_refused_before_any_model(tmp_path: Path, null_home: Path) -> None:
