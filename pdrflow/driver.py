@@ -2,8 +2,9 @@
 
 The ledger is the truth; futures are only how the driver learns that something finished.
 A bounded number of models is in flight; an archival that fails is retried (archival only)
-after an exponential backoff with jitter; a model is recomputed only when its staged
-outputs are gone.
+after an exponential backoff with jitter; a model is computed again only when its staged
+outputs are gone or its run was lost (its worker died: ``LOST_RUN_RETRIES``). How often a job
+was tried in this run is counted from the ledger's attempts (``ledger/tries.py``), not here.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .grid import ModelSpec, expand_grid, varied_parameters
 from .kosma.installation import Installation, executable_version, resolve_installation
 from .ledger import JobRef, Ledger
 from .ledger.lease import GridLease
+from .ledger.tries import record_lost_run, run_start, tries_since
 from .preflight import preflight
 from .states import EventKind, JobState
 from .tasks.archive import archive_job
@@ -121,8 +123,7 @@ def plan_run(config: Config) -> Plan:
 
 class Driver:
     def __init__(self, config: Config, plan: Plan, ledger: Ledger, on_event: Callable[[Event], None] | None = None,
-                 on_progress: Callable[[Outcome], None] | None = None, runner: Any = None) -> None:
-        self.runner = runner  # an entered SLURMRunner when the grid runs inside one allocation
+                 on_progress: Callable[[Outcome], None] | None = None) -> None:
         self.config = config
         self.plan = plan
         self.ledger = ledger
@@ -130,8 +131,7 @@ class Driver:
         self.on_progress = on_progress or (lambda outcome: None)
         self.outcome = Outcome()
         self._jobs: dict[int, JobRef] = {}
-        self._archive_tries: dict[int, int] = {}
-        self._lost_runs: dict[int, int] = {}
+        self._run_start = 0  # attempts after this id are this run's (ledger/tries.py counts them)
         self._queue: deque[tuple[Action, int]] = deque()
         self._delayed: list[tuple[float, int]] = []  # (ready at, job id) archival retries
         self._in_flight: dict[Future, tuple[Action, int]] = {}
@@ -163,6 +163,7 @@ class Driver:
     def _run(self, states: tuple[JobState, ...]) -> Outcome:
         # We hold the lease: anything still marked running belongs to a driver that is gone.
         self.ledger.recover_grid(self.config.grid.name, "interrupted: the previous driver stopped")
+        self._run_start = run_start(self.ledger)
         registration = self.ledger.register_grid(self.config.grid.name, self.plan.specs.values())
         self.outcome.registered = registration.total
         self.outcome.new = registration.new
@@ -178,7 +179,7 @@ class Driver:
             self._jobs[job.id] = job
             self._queue.append(self._first_action(job))
         try:
-            with start_cluster(self.config, self.lease, self.runner) as cluster:
+            with start_cluster(self.config, self.lease) as cluster:
                 cluster.client.register_plugin(WorkerResources())
                 register_dashboard(cluster.client, self.config.database, self.config.grid.name)
                 if cluster.dashboard_link:
@@ -342,13 +343,13 @@ class Driver:
             self.on_event(Event(EventKind.FAILED_MODEL, name, error.reason))
             return
         # The worker died or the task broke outside the model: the run is lost, not failed.
-        self.ledger.requeue_running([job_id], f"run lost: {type(error).__name__}")
-        self._lost_runs[job_id] = self._lost_runs.get(job_id, 0) + 1
-        if self._lost_runs[job_id] <= LOST_RUN_RETRIES:
+        record_lost_run(self.ledger, job_id, f"run lost: {type(error).__name__}")
+        lost = tries_since(self.ledger, job_id, self._run_start).lost_runs
+        if lost <= LOST_RUN_RETRIES:
             self.on_event(Event(EventKind.RERUN, name, f"run lost ({type(error).__name__}); running it again"))
             self._queue.append((Action.RUN, job_id))
         else:
-            reason = f"run lost {self._lost_runs[job_id]} times: {type(error).__name__}: {error}"
+            reason = f"run lost {lost} times: {type(error).__name__}: {error}"
             self.outcome.failures[name] = reason
             self.on_event(Event(EventKind.LOST, name, reason))
 
@@ -377,7 +378,9 @@ class Driver:
             return
         reason = error.reason if isinstance(error, StorageFailed) else f"archival task lost: {type(error).__name__}"
         self._record_storage_failure(job_id, reason)
-        tries = self._archive_tries[job_id] = self._archive_tries.get(job_id, 0) + 1
+        # An archival lost before it reached the ledger wrote no attempt and is not counted: its worker died,
+        # which the archival did not cause, and the next try on another worker is.
+        tries = tries_since(self.ledger, job_id, self._run_start).archivals
         # permanent (foreign files at the archive paths; permission denied, read-only file system, no space or
         # quota): only the user can fix it, a retry would fail the same way. Transient and unknown ones: backoff.
         permanent = isinstance(error, StorageFailed) and error.permanent
