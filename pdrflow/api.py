@@ -59,8 +59,12 @@ class GridRun:
     """One background run of the driver over a grid; ``futures`` hold each model's outcome."""
 
     def __init__(self, grid: Grid, resubmit: bool) -> None:
+        from .cluster import serve_unless_driver
         from .driver import RESUBMIT_STATES, RUN_STATES, Driver, plan_run
 
+        # In a script every task of an allocation runs (cluster.kind allocation): the scheduler's and the
+        # workers' tasks serve here and end their process; the driver's goes on.
+        serve_unless_driver(grid.config)
         self.grid = grid
         self.plan = plan_run(grid.config)  # every check before anything is written: ConfigError here
         self.futures: dict[str, Future[JobResult]] = {spec.name: Future() for spec in self.plan.specs.values()}

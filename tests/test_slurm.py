@@ -199,6 +199,36 @@ def test_allocation_sbatch_script_runs_the_grid_with_slurm_runner(
     assert verify(path)["returncode"] == 0
 
 
+NOTEBOOK_DRIVER = """import sys
+from pdrflow import Grid
+
+outcome = Grid.open(sys.argv[1]).submit().wait()
+print("driven from the notebook API:", outcome.archived, "archived")
+"""
+
+
+def test_the_notebook_api_drives_a_grid_inside_one_allocation(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
+    """The allocation kind owns its whole context behind start_cluster: a script using the notebook API,
+    run by every task of the allocation, drives the grid as `pdrflow run` does."""
+    config = base_config(tmp_path, home=null_home, cluster={"kind": "allocation", "interface": "lo",
+                                                              "dashboard_address": "127.0.0.1:0"})
+    config["cluster"].pop("n_workers", None)
+    path = write_config(tmp_path / "run.yaml", config)
+    script = tmp_path / "drive.py"
+    script.write_text(NOTEBOOK_DRIVER)
+    batch = tmp_path / "drive.sbatch"
+    batch.write_text(f"#!/bin/sh\nexec srun {sys.executable} {script} {path}\n")
+    submitted = slurm.run("sbatch", "--parsable", "-n", "4", "--mem-per-cpu=500M", f"--chdir={tmp_path}",
+                          f"--output={tmp_path / 'grid-%j.out'}", str(batch))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    _wait(lambda: job_id not in {j for j, _, _ in slurm.jobs()}, 240, "the allocation to finish")
+    log = (tmp_path / f"grid-{job_id}.out").read_text()
+    assert log.count("driven from the notebook API: 4 archived") == 1, log  # one driver, the other tasks served
+    assert status(path)["counts"] == {"archived": 4}, log
+    assert verify(path)["returncode"] == 0
+
+
 def test_walltime_shorter_than_the_grid_retires_workers_without_cutting_models(
     tmp_path: Path, null_home: Path, slurm: Slurm
 ) -> None:

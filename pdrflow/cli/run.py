@@ -26,14 +26,12 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
         TimeElapsedColumn,
     )
 
+    from ..cluster import serve_unless_driver
     from ..dashboard.eta import estimate
     from ..driver import RESUBMIT_STATES, RUN_STATES, Driver, Event, Outcome, plan_run
 
-    runner = None
-    if config.cluster.kind == "allocation":
-        from ..cluster.allocation import join_allocation
-
-        runner = join_allocation(config.cluster)  # type: ignore[arg-type]  # other ranks never return
+    if serve_unless_driver(config):  # an allocation's scheduler or worker task: it served, it is done
+        return EXIT_OK
     plan = plan_run(config)  # all checks before anything is written
     ledger = open_ledger_of(config, patience=300.0)  # the driver waits out a database restart
     progress = Progress(
@@ -84,7 +82,7 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
             console.print(f"progress: {done}/{outcome.todo} done; {', '.join(states)}; {rate or '-'}; "
                           f"ETA {eta.eta_text()}")
 
-    driver = Driver(config, plan, ledger, on_event=on_event, on_progress=on_progress, runner=runner)
+    driver = Driver(config, plan, ledger, on_event=on_event, on_progress=on_progress)
     interrupted = False
     swept = clean.Sweep()
     log_path = logs.log_file_path(config)

@@ -1,27 +1,37 @@
 """Where the Dask workers come from: one small module per kind of cluster, named in ``config.KINDS``.
 
-Each kind module has ``start(config, lease, runner)`` returning a context manager of a
-:class:`ClusterHandle`; the scheduler settings every kind shares are applied here.
+Each kind module has ``start(config, lease)`` returning a context manager of a :class:`ClusterHandle`
+that owns everything the kind sets up and tears down; the scheduler settings every kind shares are
+applied here. A kind whose processes are not all drivers (``allocation``: every task of the
+allocation runs ``pdrflow run``) sends the others off in ``serve_unless_driver``, called first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import dask.config
 
 from ..config import Config, kind_factory
 from ..ledger.lease import GridLease
-from .base import SCHEDULER_SETTINGS, ClusterHandle
+from .base import ClusterHandle, scheduler_settings
 
 
 @contextmanager
-def start_cluster(config: Config, lease: GridLease | None = None, runner: Any = None) -> Iterator[ClusterHandle]:
+def start_cluster(config: Config, lease: GridLease | None = None) -> Iterator[ClusterHandle]:
     start = kind_factory("cluster", config.cluster.kind)  # its module (dask-jobqueue for SLURM) imported only now
-    with dask.config.set(SCHEDULER_SETTINGS), start(config, lease, runner) as cluster:
+    with dask.config.set(scheduler_settings()), start(config, lease) as cluster:
         yield cluster
 
 
-__all__ = ["ClusterHandle", "start_cluster"]
+def serve_unless_driver(config: Config) -> bool:
+    """True in a process that served the cluster instead of driving it (and is done); False in the driver."""
+    if config.cluster.kind != "allocation":
+        return False
+    from .allocation import serve_unless_driver as serve
+
+    return serve(config)
+
+
+__all__ = ["ClusterHandle", "serve_unless_driver", "start_cluster"]

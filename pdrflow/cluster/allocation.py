@@ -2,7 +2,8 @@
 
 Every srun task runs ``pdrflow run CONFIG``; SLURMRunner makes rank 0 the scheduler, rank 1 the
 driver (the only one that goes on), and the other ranks workers. Non-driver ranks must join the
-runner before anything else, so that only the driver touches the ledger: ``join_allocation``.
+runner before anything else, so that only the driver touches the ledger: ``serve_unless_driver``,
+called first by ``pdrflow run``; the driver's rank enters its own runner in ``start``.
 
 With ``security: tls`` rank 0 makes the run's credentials and writes them to a 0700 directory next
 to the scheduler file (``pdrflow-tls-<job id>-<restart count>``); the other ranks wait for them and
@@ -19,13 +20,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dask.config
 
 from ..config import AllocationClusterConfig, Config
 from ..errors import ConfigError
-from .base import SCHEDULER_SETTINGS, ClusterHandle
+from .base import ClusterHandle, scheduler_settings
 from .security import (
     PROTOCOL,
     local_dashboard_link,
@@ -38,80 +39,113 @@ from .security import (
 )
 
 if TYPE_CHECKING:
+    from distributed.security import Security
+
     from ..ledger.lease import GridLease
 
 log = logging.getLogger("pdrflow")
 
 
-def join_allocation(config: AllocationClusterConfig) -> Any:
-    """Enter SLURMRunner. Returns on the driver rank only; the other ranks serve and then exit."""
+DRIVER_RANK = 1  # SLURMRunner's rule: task 0 is the scheduler, task 1 the client (the driver), the rest workers
+
+
+def _rank() -> int:
     if "SLURM_JOB_ID" not in os.environ or "SLURM_PROCID" not in os.environ:
         raise ConfigError("cluster.kind: allocation runs inside `srun` in an sbatch allocation "
                           "(see slurm/pdrflow-allocation.sbatch)")
+    return int(os.environ["SLURM_PROCID"])
+
+
+def _directory(config: AllocationClusterConfig) -> Path:
+    return Path(config.scheduler_directory or os.environ.get("SLURM_SUBMIT_DIR", "."))
+
+
+def _credentials(config: AllocationClusterConfig) -> Path:
+    # A requeued job keeps its id: the restart count keeps its ranks off the previous attempt's credentials.
+    job_id = os.environ["SLURM_JOB_ID"]
+    return _directory(config) / f"pdrflow-tls-{job_id}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+
+
+def _runner(config: AllocationClusterConfig, security: Security | None) -> Any:
     from dask_jobqueue.slurm import SLURMRunner
 
-    directory = Path(config.scheduler_directory or os.environ.get("SLURM_SUBMIT_DIR", "."))
-    rank, job_id = int(os.environ["SLURM_PROCID"]), os.environ["SLURM_JOB_ID"]
-    # A requeued job keeps its id: the restart count keeps its ranks off the previous attempt's credentials.
-    credentials = directory / f"pdrflow-tls-{job_id}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
-    security = None
-    if config.security == "tls":
-        if rank == 0:  # the scheduler rank (SLURMRunner's rule): it makes the run's credentials
+    secure: dict[str, Any] = {"security": security, "protocol": PROTOCOL} if security is not None else {}
+    options = {"interface": config.interface} if config.interface else {}
+    return SLURMRunner(
+        scheduler_file=str(_directory(config) / "pdrflow-scheduler-{job_id}.json"),
+        scheduler_options={**options, **secure, "dashboard_address": config.dashboard_address or "127.0.0.1:0"},
+        worker_options={**options, **secure, "nthreads": 1},
+    )
+
+
+def serve_unless_driver(config: Config) -> bool:
+    """Called first thing in every task of the allocation: the scheduler and worker ranks serve here until
+    the scheduler stops and then exit the process; only the driver's rank returns (False), before it
+    has touched the ledger, so that only the driver does."""
+    if config.cluster.kind != "allocation":
+        return False
+    allocation = cast(AllocationClusterConfig, config.cluster)
+    rank = _rank()
+    # Imported here on every rank, in the main thread: the module sets a SIGINT handler when imported,
+    # which Python refuses in any other thread (the notebook API drives from a thread of its own).
+    import dask_jobqueue.slurm  # noqa: F401
+
+    if rank == DRIVER_RANK:
+        return False
+    credentials, security = _credentials(allocation), None
+    if allocation.security == "tls":
+        if rank == 0:  # the scheduler rank makes the run's credentials
             security = run_security("tls")
             if security is not None:
                 write_credentials(credentials, security)
         else:
             security = read_credentials(credentials)
-    secure: dict[str, Any] = {"security": security, "protocol": PROTOCOL} if security is not None else {}
-    options = {"interface": config.interface} if config.interface else {}
     if rank == 0 and security is not None:
         # scancel and the time limit end tasks with SIGTERM: exit through the finally below, which
         # removes the credentials (SLURMRunner itself turns SIGINT into an exit the same way).
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        # Rank 0 and the workers serve inside this call until the scheduler stops, then exit.
-        with dask.config.set(SCHEDULER_SETTINGS):  # rank 0's scheduler reads it when it starts
-            runner: Any = SLURMRunner(
-                scheduler_file=str(directory / "pdrflow-scheduler-{job_id}.json"),
-                scheduler_options={**options, **secure,
-                                   "dashboard_address": config.dashboard_address or "127.0.0.1:0"},
-                worker_options={**options, **secure, "nthreads": 1},
-            )
-            runner.__enter__()
+        with dask.config.set(scheduler_settings()):  # rank 0's scheduler reads it when it starts
+            _runner(allocation, security).__enter__()  # serves, then SLURMRunner exits the process
     finally:
         if rank == 0:
             remove_directory(credentials)  # every rank holds its copy in memory by now
-    if security is not None:
-        from distributed.core import rpc
-
-        # SLURMRunner opens the driver's line to the scheduler (used to stop it at the end) without
-        # connection arguments, which TLS needs.
-        runner.scheduler_comm = rpc(runner.scheduler_address, connection_args=security.get_connection_args("client"))
-    runner.security = security  # read by allocation_cluster (and by distributed.Client, as a cluster's)
-    runner.pdrflow_config = config
-    return runner
+    return True
 
 
 @contextmanager
-def allocation_cluster(runner: Any) -> Iterator[ClusterHandle]:
+def allocation_cluster(config: AllocationClusterConfig) -> Iterator[ClusterHandle]:
+    """On the driver's rank: join the allocation's scheduler, use its workers, stop them all at the end."""
     from distributed import Client
 
-    config: AllocationClusterConfig | None = getattr(runner, "pdrflow_config", None)
-    if config is not None:
-        if config.security == "none":
-            warn_insecure()  # here, on the driver rank only: one line in the job's output
-        warn_if_dashboard_exposed(config.dashboard_address)
-    client = Client(runner, security=getattr(runner, "security", None))
+    if _rank() != DRIVER_RANK:
+        raise ConfigError("cluster.kind: allocation: only task 1 of the allocation drives the grid "
+                          "(every task runs `pdrflow run`, see slurm/pdrflow-allocation.sbatch)")
+    if config.security == "none":
+        warn_insecure()  # here, on the driver rank only: one line in the job's output
+    warn_if_dashboard_exposed(config.dashboard_address)
+    security = read_credentials(_credentials(config)) if config.security == "tls" else None
+    runner = _runner(config, security)
+    runner.__enter__()  # the client's role: wait for the scheduler file, return
     try:
-        workers = max(1, int(os.environ.get("SLURM_NTASKS", "3")) - 2)
-        client.wait_for_workers(workers, timeout=120)
-        address = config.dashboard_address if config is not None else None
-        link = local_dashboard_link(client.dashboard_link, address)
-        if link != client.dashboard_link:
-            _note_scheduler_host()
-        yield ClusterHandle(client=client, worker_slots=workers, shared_scratch=False, dashboard_link=link)
+        if security is not None:
+            from distributed.core import rpc
+
+            # SLURMRunner opens the driver's line to the scheduler (used to stop it at the end) without
+            # connection arguments, which TLS needs.
+            runner.scheduler_comm = rpc(runner.scheduler_address,
+                                        connection_args=security.get_connection_args("client"))
+        client = Client(runner.scheduler_address, security=security)
+        try:
+            workers = max(1, int(os.environ.get("SLURM_NTASKS", "3")) - 2)
+            client.wait_for_workers(workers, timeout=120)
+            link = local_dashboard_link(client.dashboard_link, config.dashboard_address)
+            if link != client.dashboard_link:
+                _note_scheduler_host()
+            yield ClusterHandle(client=client, worker_slots=workers, shared_scratch=False, dashboard_link=link)
+        finally:
+            client.close()
     finally:
-        client.close()
         runner.__exit__(None, None, None)  # stops the scheduler and with it the worker ranks
 
 
@@ -123,7 +157,7 @@ def _note_scheduler_host() -> None:
                     "%s, tunnel to that node instead", socket.gethostname())
 
 
-def start(config: Config, lease: GridLease | None, runner: Any) -> AbstractContextManager[ClusterHandle]:
-    """The factory ``config.KINDS`` names for ``cluster.kind: allocation``: ``runner`` is the
-    SLURMRunner this process entered (``join_allocation``) before the driver started."""
-    return allocation_cluster(runner)
+def start(config: Config, lease: GridLease | None) -> AbstractContextManager[ClusterHandle]:
+    """The factory ``config.KINDS`` names for ``cluster.kind: allocation`` (the driver's rank; the
+    other ranks never get here: ``serve_unless_driver``)."""
+    return allocation_cluster(cast(AllocationClusterConfig, config.cluster))

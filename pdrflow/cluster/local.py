@@ -79,7 +79,7 @@ def _start(config: LocalClusterConfig, n_workers: int, space: Path, secure: dict
     )
 
 
-def start(config: Config, lease: GridLease | None, runner: Any) -> AbstractContextManager[ClusterHandle]:
+def start(config: Config, lease: GridLease | None) -> AbstractContextManager[ClusterHandle]:
     """The factory ``config.KINDS`` names for ``cluster.kind: local``."""
     assert isinstance(config.cluster, LocalClusterConfig)
     return local_cluster(config.cluster)

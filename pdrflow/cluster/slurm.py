@@ -280,7 +280,7 @@ def _close_credential_files(cluster: Any) -> None:
                 pass
 
 
-def start(config: Config, lease: GridLease | None, runner: Any) -> AbstractContextManager[ClusterHandle]:
+def start(config: Config, lease: GridLease | None) -> AbstractContextManager[ClusterHandle]:
     """The factory ``config.KINDS`` names for ``cluster.kind: slurm``: worker credentials go near the
     config; sbatch runs without the passwords worker jobs do not need."""
     assert isinstance(config.cluster, SlurmClusterConfig)
