@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import pytest
 from distributed import Client, LocalCluster
 from helpers import base_config, write_config
 from services.marks import require_marked
 
+from pdrflow.cluster.base import scheduler_settings
 from pdrflow.config import DatabaseConfig, load_config
 from pdrflow.dashboard import DashboardPlugin, page_link, register_dashboard
 from pdrflow.dashboard.queries import read_only_engine, snapshot
@@ -74,7 +76,8 @@ class Dashboard:
 @pytest.fixture
 def local_dashboard() -> Iterator[Dashboard]:
     """The scheduler in this process (as with LocalCluster and SLURMCluster)."""
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+    with dask.config.set(scheduler_settings()), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         yield Dashboard(client, f"http://127.0.0.1:{cluster.scheduler.http_server.port}/")
 
@@ -84,7 +87,9 @@ def remote_dashboard(tmp_path: Path) -> Iterator[Dashboard]:
     """The scheduler in a process of its own, as on rank 0 of a SLURMRunner allocation, with a
     dashboard prefix: the plugin must be pickled there and find the prefix itself."""
     scheduler_file = tmp_path / "scheduler.json"
-    env = {**os.environ, "PDRFLOW_DB_PASSWORD": ""}  # the scheduler process has no secret of its own
+    # the scheduler process has no secret of its own; it gets pdrflow's scheduler settings as rank 0 does
+    routes = scheduler_settings()["distributed.scheduler.http.routes"]
+    env = {**os.environ, "PDRFLOW_DB_PASSWORD": "", "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": repr(routes)}
     process = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
          "--dashboard-address", "127.0.0.1:0", "--dashboard-prefix", "/dask", "--scheduler-file", str(scheduler_file),

@@ -5,12 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import dask.config
 from distributed import Client
 
-# The driver owns the retries of a model run lost with its worker, counted per job: Dask must not
-# quietly rerun such a task itself (its default reruns it 3 times first), or one model that kills
-# its worker would run up to 4 times per driver retry.
-SCHEDULER_SETTINGS: dict[str, object] = {"distributed.scheduler.allowed-failures": 0}
+from ..dashboard.plugin import ROUTES_MODULE
+
+
+def scheduler_settings() -> dict[str, object]:
+    """The dask config every pdrflow scheduler starts with (read when the Scheduler is made).
+
+    The driver owns the retries of a model run lost with its worker, counted per job: Dask must not
+    quietly rerun such a task itself (its default reruns it 3 times first), or one model that kills
+    its worker would run up to 4 times per driver retry. The pdrflow page joins distributed's own
+    HTTP routes, which get the dashboard's prefix from distributed."""
+    routes = list(dask.config.get("distributed.scheduler.http.routes", []))
+    return {"distributed.scheduler.allowed-failures": 0,
+            "distributed.scheduler.http.routes": routes if ROUTES_MODULE in routes else [*routes, ROUTES_MODULE]}
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 A ``SchedulerPlugin`` (registered from the driver with ``client.register_plugin``) is pickled to
 the scheduler wherever it runs — in the driver process (LocalCluster, SLURMCluster) or on rank 0
-of an allocation (SLURMRunner) — and its ``start`` adds two routes to the scheduler's web
-application (``scheduler.http_application``, the tornado app behind the dashboard):
+of an allocation (SLURMRunner). Its pages are routes of distributed's own
+(``distributed.scheduler.http.routes``, set by ``cluster/base.py`` for every pdrflow scheduler:
+``routes.py``), below the dashboard's prefix:
 
 - ``<dashboard>/pdrflow``: the page (grid map and counts by state);
 - ``<dashboard>/pdrflow/data.json``: what the page polls, from the ledger (not from Dask's task
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
 
@@ -40,6 +42,7 @@ log = logging.getLogger("pdrflow.dashboard")
 
 PLUGIN_NAME = "pdrflow-dashboard"
 PAGE = "pdrflow"  # the page's path below the dashboard's prefix
+ROUTES_MODULE = "pdrflow.dashboard.routes"
 CACHE_SECONDS = 1.0  # pages polling at once share one snapshot for at least this long
 COST_FACTOR = 4.0  # ...and for 4× the time the last snapshot took: the ledger is queried ≤ 20% of the time
 MAX_CACHE_SECONDS = 30.0
@@ -124,21 +127,12 @@ class DashboardPlugin(SchedulerPlugin):
             previous._dispose()  # replaced: the scheduler does not close an overwritten plugin
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdrflow-dashboard")
         self._lock = asyncio.Lock()
-        app = getattr(scheduler, "http_application", None)
-        if app is None:
-            log.info("pdrflow dashboard: the scheduler serves no HTTP, no page added")
+        if ROUTES_MODULE not in dask.config.get("distributed.scheduler.http.routes", []):
+            log.info("pdrflow dashboard: this scheduler was started without %s in distributed.scheduler.http.routes"
+                     " (pdrflow's clusters add it): no page", ROUTES_MODULE)
             return
-        prefix = _http_prefix(app)
-        path = f"{prefix}{PAGE}"
-        if not _has_route(app, path):
-            target = {"scheduler": scheduler}
-            app.add_handlers(r".*", [
-                (path, PageHandler, target),
-                (rf"{path}/", web.RedirectHandler, {"url": path}),  # relative links need no slash
-                (rf"{path}/data\.json", DataHandler, target),
-            ])
         _add_to_navigation(scheduler)
-        log.info("pdrflow dashboard: grid %r at %s", self.grid, path)
+        log.info("pdrflow dashboard: grid %r at <dashboard>/%s", self.grid, PAGE)
 
     async def close(self) -> None:
         self._dispose()
@@ -219,8 +213,8 @@ def _current_plugin(scheduler: Scheduler) -> DashboardPlugin | None:
 
 
 class PageHandler(web.RequestHandler):
-    def initialize(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def initialize(self, dask_server: Scheduler) -> None:  # distributed's routes pass the scheduler so
+        self.scheduler = dask_server
 
     def get(self) -> None:
         plugin = _current_plugin(self.scheduler)
@@ -234,8 +228,8 @@ class PageHandler(web.RequestHandler):
 
 
 class DataHandler(web.RequestHandler):
-    def initialize(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def initialize(self, dask_server: Scheduler) -> None:
+        self.scheduler = dask_server
 
     async def get(self) -> None:
         plugin = _current_plugin(self.scheduler)
@@ -259,35 +253,7 @@ class DataHandler(web.RequestHandler):
         self.finish(json.dumps(data))
 
 
-# ---- fitting into distributed's web app --------------------------------------------------
-
-
-def _rule_patterns(router: Any, seen: set[int] | None = None) -> list[str]:
-    """Every path pattern of a tornado router, descending into nested routers."""
-    seen = set() if seen is None else seen
-    if id(router) in seen:
-        return []
-    seen.add(id(router))
-    patterns: list[str] = []
-    for rule in getattr(router, "rules", []):
-        regex = getattr(rule.matcher, "regex", None)
-        if regex is not None:
-            patterns.append(regex.pattern)
-        if hasattr(rule.target, "rules"):
-            patterns.extend(_rule_patterns(rule.target, seen))
-    return patterns
-
-
-def _http_prefix(app: web.Application) -> str:
-    """The dashboard's URL prefix (``dask scheduler --dashboard-prefix``), found from its /health route."""
-    for pattern in _rule_patterns(app.default_router):
-        if pattern.endswith("health$"):
-            return pattern.removesuffix("health$")
-    return "/"
-
-
-def _has_route(app: web.Application, path: str) -> bool:
-    return f"{path}$" in _rule_patterns(app.default_router)
+# ---- the dashboard's navigation bar ------------------------------------------------------
 
 
 def _template_variables(scheduler: Scheduler) -> dict[str, Any] | None:
