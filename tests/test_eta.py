@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import base_config, slow_null_home, write_config, write_null_home
-from test_interrupt import drive_in_pty
-from test_terminal import ANSI
+from terminal import ANSI, run_in_pty
 
 from pdrflow.dashboard.eta import estimate, mean_cost
 
@@ -49,7 +48,7 @@ def test_the_terminal_shows_the_eta_from_model_durations(tmp_path: Path) -> None
     raw = base_config(tmp_path, home=home)
     raw["grid"]["fuv"] = [10.0, 100.0, 1000.0]  # 6 models, 2 workers of 1 thread: three rounds of 4 s
     config = write_config(tmp_path / "grid.yaml", raw)
-    code, output = drive_in_pty([sys.executable, "-m", "pdrflow", "run", str(config)], tmp_path,
+    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "run", str(config)], tmp_path,
                                 lambda _output, _process: time.sleep(0))
     text = ANSI.sub("", output)
     assert code == 0, text[-3000:]

@@ -3,66 +3,17 @@ and a run's terminal free of library noise (dashboard log lines and errors go to
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import re
-import select
-import signal
 import sqlite3
-import struct
 import subprocess
 import sys
-import termios
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from helpers import base_config, cli, ledger_rows, slow_null_home, write_config, write_null_home
-from test_terminal import ANSI, _terminal_env
-
-# (output so far, the process) → called every half second while the run goes on
-Watcher = Callable[[str, "subprocess.Popen[bytes]"], None]
-
-
-def drive_in_pty(argv: list[str], cwd: Path, watch: Watcher, timeout: float = 240) -> tuple[int, str]:
-    """Like test_terminal.run_in_pty, with ``watch`` looking at the output as it comes (to press Ctrl-C,
-    open a dashboard page). The process leads its own process group, as a shell's foreground job does."""
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
-    process = subprocess.Popen(argv, cwd=cwd, env=_terminal_env(), stdin=subprocess.DEVNULL, stdout=terminal,
-                               stderr=terminal, start_new_session=True)
-    os.close(terminal)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(controller, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif process.poll() is not None:
-                break
-            watch(b"".join(chunks).decode("utf-8", "replace"), process)
-        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        os.close(controller)
-    return code, b"".join(chunks).decode("utf-8", "replace")
-
-
-def ctrl_c(process: subprocess.Popen[bytes]) -> None:
-    """What the terminal does on Ctrl-C: SIGINT to the whole foreground process group (workers included)."""
-    os.killpg(process.pid, signal.SIGINT)
+from terminal import ANSI, ctrl_c, run_in_pty
 
 
 def _grid(tmp_path: Path, seconds: float) -> tuple[Path, Path]:
@@ -89,7 +40,7 @@ def test_ctrl_c_gives_one_summary_no_tracebacks_and_leaves_no_scratch(tmp_path: 
             pressed.append(time.monotonic())
             ctrl_c(process)
 
-    code, output = drive_in_pty([sys.executable, "-m", "pdrflow", "run", str(config)], tmp_path,
+    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "run", str(config)], tmp_path,
                                 press_when_models_run)
     text = ANSI.sub("", output)
     assert pressed, text[-3000:]
@@ -119,7 +70,7 @@ def test_ctrl_c_with_verbose_lists_the_jobs(tmp_path: Path) -> None:
             time.sleep(1.0)
             ctrl_c(process)
 
-    code, output = drive_in_pty([sys.executable, "-m", "pdrflow", "-v", "run", str(config)], tmp_path, press)
+    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "-v", "run", str(config)], tmp_path, press)
     text = ANSI.sub("", output)
     assert code == 130, text[-3000:]
     assert len(re.findall(r"^pending 100_\S+: ", text, re.M)) >= 4, text[-3000:]
@@ -144,7 +95,7 @@ def test_dashboard_logs_and_errors_go_to_the_log_file_not_the_terminal(tmp_path:
             # pages a user opens: the status page, the grid page, and one that makes distributed log an error
             visited.extend(_get(f"{base}/{page}") for page in ("status", "pdrflow", "info/logs/nosuch.html"))
 
-    code, output = drive_in_pty([sys.executable, "-m", "pdrflow", "run", str(config)], tmp_path, browse)
+    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "run", str(config)], tmp_path, browse)
     text = ANSI.sub("", output)
     assert code == 0, text[-3000:]
     assert visited[:2] == [200, 200], visited

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import re
-import select
-import struct
-import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 
 from helpers import base_config, cli, status, write_config, write_null_home
+from terminal import ANSI, run_in_pty
 
 from pdrflow.status import FailedJob, GridStatus, failure_cause
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # Fails the models at density 1e4 (archive names N_40_...): the scratch dir carries the job's name.
 FAILING_PDR = """#!/bin/sh
@@ -29,46 +20,12 @@ echo mcdrt > Out/mrt.dat
 """
 
 
-def run_in_pty(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 240) -> tuple[int, str]:
-    """Run argv with a pseudo-terminal 160 columns wide as stdout/stderr; return (exit code, output)."""
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
-    os.close(terminal)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(controller, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif process.poll() is not None:
-                break
-        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(controller)
-    return code, b"".join(chunks).decode("utf-8", "replace")
-
-
-def _terminal_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
-    return {**env, "TERM": "xterm-256color"}
-
-
 def test_progress_and_status_in_a_terminal(tmp_path: Path) -> None:
     home = write_null_home(tmp_path / "home")
     (home / "pdrexe").write_text(FAILING_PDR)
     config = write_config(tmp_path / "grid.yaml", base_config(tmp_path, home=home))
 
-    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "run", str(config)], tmp_path, _terminal_env())
+    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "run", str(config)], tmp_path)
     text = ANSI.sub("", output)
     assert code == 1, text
     assert "\x1b[" in output  # a terminal gets colour and a live display
@@ -79,7 +36,7 @@ def test_progress_and_status_in_a_terminal(tmp_path: Path) -> None:
     assert re.search(r"\d+\.\d\d models/s", text), text[-3000:]
     assert "2 of 4 models not archived" in text
 
-    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "status", str(config)], tmp_path, _terminal_env())
+    code, output = run_in_pty([sys.executable, "-m", "pdrflow", "status", str(config)], tmp_path)
     text = ANSI.sub("", output)
     assert code == 1, text
     assert re.search(r"failed_model\s+│\s+2", text), text[-3000:]
