@@ -10,70 +10,53 @@ import enum
 
 
 class JobState(enum.StrEnum):
-    """A job's state in the ledger; the members' order is the display order everywhere."""
+    """A job's state in the ledger. A state is its one entry here: its value, how it looks (colour for
+    the dashboard, report and notebook: colour-blind safe, Okabe-Ito; a rich style for the terminal; a
+    short label for the report's map cells), whether it is a failure, and the states it may go to. The
+    members' order is the display order everywhere."""
 
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPUTED = "computed"
-    ARCHIVED = "archived"
-    FAILED_MODEL = "failed_model"
-    FAILED_STORAGE = "failed_storage"
+    colour: str
+    style: str
+    short: str
+    is_failure: bool
+    next_states: tuple[str, ...]
+
+    # The defaults only let a type checker accept JobState("pending"), a lookup that never calls __new__.
+    def __new__(cls, value: str, colour: str = "", style: str = "", short: str = "", is_failure: bool = False,
+                next_states: tuple[str, ...] = ()) -> JobState:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.colour, member.style, member.short = colour, style, short
+        member.is_failure, member.next_states = is_failure, next_states
+        return member
+
+    # "→ pending" means: run the model again (interrupted run, or staged outputs lost before archival).
+    # "archived → failed_storage" is taken only by `pdrflow verify --repair` (REPAIR_TRANSITIONS):
+    # archived files found missing or changed; the job is archived again or recomputed.
+    PENDING = "pending", "#d9d9d9", "white", "pend", False, ("running",)
+    RUNNING = "running", "#56b4e9", "blue", "run", False, ("computed", "failed_model", "pending")
+    COMPUTED = "computed", "#f0e442", "yellow", "comp", False, ("archived", "failed_storage", "pending")
+    ARCHIVED = "archived", "#009e73", "green", "ok", False, ("failed_storage",)
+    FAILED_MODEL = "failed_model", "#d55e00", "red", "FAIL\nmodel", True, ("pending",)
+    FAILED_STORAGE = "failed_storage", "#cc79a7", "magenta", "FAIL\nstorage", True, (
+        "archived", "failed_storage", "pending")
 
     @property
     def failed(self) -> bool:
-        return self in FAILED_STATES
-
-    @property
-    def colour(self) -> str:
-        return STATE_COLOURS[self]
+        return self.is_failure
 
 
+# Derived from the members above, never written a second time.
 STATES: tuple[JobState, ...] = tuple(JobState)
-FAILED_STATES: frozenset[JobState] = frozenset({JobState.FAILED_MODEL, JobState.FAILED_STORAGE})
-
-# The only transitions the ledger accepts. "→ pending" means: run the model again
-# (interrupted run, or staged outputs lost before archival). "archived → failed_storage" is taken
-# only by `pdrflow verify --repair` (REPAIR_TRANSITIONS): archived files found missing or changed;
-# the driver then archives the job again from staged outputs still in scratch, else recomputes it.
+FAILED_STATES: frozenset[JobState] = frozenset(state for state in JobState if state.is_failure)
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.RUNNING}),
-    JobState.RUNNING: frozenset({JobState.COMPUTED, JobState.FAILED_MODEL, JobState.PENDING}),
-    JobState.COMPUTED: frozenset({JobState.ARCHIVED, JobState.FAILED_STORAGE, JobState.PENDING}),
-    JobState.FAILED_STORAGE: frozenset({JobState.ARCHIVED, JobState.FAILED_STORAGE, JobState.PENDING}),
-    JobState.FAILED_MODEL: frozenset({JobState.PENDING}),
-    JobState.ARCHIVED: frozenset({JobState.FAILED_STORAGE}),
-}
+    state: frozenset(JobState(name) for name in state.next_states) for state in JobState}
+STATE_COLOURS: dict[JobState, str] = {state: state.colour for state in JobState}
+STATE_STYLES: dict[JobState, str] = {state: state.style for state in JobState}
+STATE_SHORT: dict[JobState, str] = {state: state.short for state in JobState}
 # Allowed above, but refused to every ledger call except the repair's: a late archival failure
 # (its commit's acknowledgement lost) must never turn a job that is archived into failed_storage.
 REPAIR_TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset({(JobState.ARCHIVED, JobState.FAILED_STORAGE)})
-
-# One colour per state (colour-blind safe, Okabe-Ito) for the dashboard, the report and the notebook.
-STATE_COLOURS: dict[JobState, str] = {
-    JobState.PENDING: "#d9d9d9",
-    JobState.RUNNING: "#56b4e9",
-    JobState.COMPUTED: "#f0e442",
-    JobState.ARCHIVED: "#009e73",
-    JobState.FAILED_MODEL: "#d55e00",
-    JobState.FAILED_STORAGE: "#cc79a7",
-}
-# The terminal has few colours: rich style names, chosen to read like the colours above.
-STATE_STYLES: dict[JobState, str] = {
-    JobState.PENDING: "white",
-    JobState.RUNNING: "blue",
-    JobState.COMPUTED: "yellow",
-    JobState.ARCHIVED: "green",
-    JobState.FAILED_MODEL: "red",
-    JobState.FAILED_STORAGE: "magenta",
-}
-# Cell labels of the report's state map, where a full name does not fit.
-STATE_SHORT: dict[JobState, str] = {
-    JobState.PENDING: "pend",
-    JobState.RUNNING: "run",
-    JobState.COMPUTED: "comp",
-    JobState.ARCHIVED: "ok",
-    JobState.FAILED_MODEL: "FAIL\nmodel",
-    JobState.FAILED_STORAGE: "FAIL\nstorage",
-}
 
 
 class EventKind(enum.StrEnum):
