@@ -1,0 +1,249 @@
+"""pdrflow on a SLURM cluster of several nodes (network namespaces on this machine, tests/services/cluster_box.py).
+
+What a single-node SLURM cannot show: workers on other hosts reach the scheduler and the ledger over a
+network (not loopback), each node's scratch is its own (an archival must run where the outputs are), and a
+whole node can die with everything on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from helpers import assert_consistent, base_config, cli, slow_null_home, wait_for, write_config
+from services.cluster_box import ClusterBox, start_cluster_box
+from services.databases import APP_PASSWORD, DatabaseServer, remove_server, start_server
+
+# A batch job as a Python script (no shell): where it ran, its address on the box's network, what its
+# scratch holds; with "write", it leaves a file there first.
+JOB = """#!{python}
+import json, os, socket, sys
+scratch, out, mode, login = sys.argv[1:5]
+if mode == "write":
+    with open(os.path.join(scratch, "written-on-" + socket.gethostname()), "w") as f:
+        f.write("node-local\\n")
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe.connect((login, 9))  # no packet: only the route, i.e. this node's own address
+with open(out, "w") as f:
+    json.dump({{"node": os.environ["SLURMD_NODENAME"], "host": socket.gethostname(),
+               "address": probe.getsockname()[0], "scratch": sorted(os.listdir(scratch))}}, f)
+"""
+
+
+def _box_names() -> set[str]:
+    """Every namespace and link of any cluster box on this machine."""
+    listed = subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, text=True, timeout=30).stdout
+    linked = subprocess.run(["ip", "-o", "link", "show"], check=True, capture_output=True, text=True, timeout=30).stdout
+    return ({line.split()[0] for line in listed.splitlines() if line.startswith("pdrflow-")}
+            | set(re.findall(r"\d+: (pdr[0-9a-f]*(?:net|n)[0-9a-f]*)[@:]", linked)))
+
+
+def _box_dirs() -> set[Path]:
+    return set(Path("/tmp").glob("pdrflow-box-*"))
+
+
+def _box_processes() -> set[int]:
+    """Every process started for some cluster box (its command line or working directory names the box's
+    directory: slurmctld's slurmscriptd shows neither its config nor its arguments)."""
+    found = set()
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        if any("/pdrflow-box-" in arg for arg in [*(process.info["cmdline"] or ()), process.info["cwd"] or ""]):
+            found.add(process.pid)
+    return found
+
+
+def _reachable(address: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((address, port)) == 0
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[ClusterBox]:
+    cluster = start_cluster_box(3)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def ledger_server(box: ClusterBox) -> Iterator[DatabaseServer]:
+    """PostgreSQL on the login node, reachable from every node (the bridge address, password login)."""
+    server = start_server("postgresql", address=box.login_address)
+    yield server
+    remove_server(server)
+
+
+def _sbatch(box: ClusterBox, script: Path, node: str, out: Path, mode: str) -> str:
+    submitted = box.run("sbatch", "--parsable", "-w", node, "-o", str(out.with_suffix(".log")), str(script),
+                        str(box.scratch), str(out), mode, box.login_address)
+    assert submitted.returncode == 0, submitted.stderr
+    return submitted.stdout.strip()
+
+
+def _wait_done(box: ClusterBox, job_ids: list[str]) -> None:
+    wait_for(lambda: not set(box.run("squeue", "-h", "-o", "%i").stdout.split()) & set(job_ids), 60,
+             f"jobs {job_ids} to end", interval=0.2)
+
+
+def test_box_nodes_have_their_own_network_and_scratch_and_stop_leaves_nothing(tmp_path: Path) -> None:
+    before_names, before_dirs, before_processes = _box_names(), _box_dirs(), _box_processes()
+    cluster = start_cluster_box(3)
+    try:
+        shown = cluster.run("sinfo", "-N", "-h", "-o", "%N %t").stdout.split()
+        assert shown == ["node1", "idle", "node2", "idle", "node3", "idle"]
+        daemons = cluster.daemon_pids()
+        assert len(daemons) == 4  # slurmctld and three slurmd
+        listening = {c.laddr for c in psutil.Process(daemons[0]).net_connections("tcp") if c.status == "LISTEN"}
+        assert listening == {(cluster.login_address, cluster.slurmctld_port)}  # slurmctld: the bridge only
+        node3 = cluster.nodes["node3"]
+        assert _reachable(node3, cluster.slurmd_port)
+        cluster.cut_node("node3")
+        assert not _reachable(node3, cluster.slurmd_port)  # cable out
+        cluster.restore_node("node3")
+        assert _reachable(node3, cluster.slurmd_port)
+        script = tmp_path / "job.py"  # tmp_path: the shared filesystem, seen by every node
+        script.write_text(JOB.format(python=sys.executable))
+        script.chmod(0o755)
+        _wait_done(cluster, [_sbatch(cluster, script, "node1", tmp_path / "write.json", "write")])
+        listers = [_sbatch(cluster, script, node, tmp_path / f"{node}.json", "list") for node in cluster.nodes]
+        _wait_done(cluster, listers)
+        seen = {node: json.loads((tmp_path / f"{node}.json").read_text()) for node in cluster.nodes}
+        for node, address in cluster.nodes.items():
+            assert seen[node]["node"] == seen[node]["host"] == node  # its own host name
+            assert seen[node]["address"] == address  # its own address on the bridge
+        assert json.loads((tmp_path / "write.json").read_text())["scratch"] == ["written-on-node1"]
+        # Same path, three directories: node1 still has its file, the others and the login node never saw it.
+        assert seen["node1"]["scratch"] == ["written-on-node1"]
+        assert seen["node2"]["scratch"] == seen["node3"]["scratch"] == []
+        assert list(cluster.scratch.iterdir()) == []
+    finally:
+        cluster.stop()
+    assert cluster.leftovers() == []
+    assert _box_names() == before_names and _box_dirs() == before_dirs
+    assert not [pid for pid in daemons if os.path.exists(f"/proc/{pid}")]
+    assert _box_processes() <= before_processes
+
+
+def test_box_that_fails_to_start_halfway_leaves_nothing() -> None:
+    before_names, before_dirs, before_processes = _box_names(), _box_dirs(), _box_processes()
+    # The daemons and the network are up, but the nodes cannot be idle within no time: start gives up.
+    with pytest.raises(RuntimeError, match="did not become idle"):
+        start_cluster_box(2, idle_timeout=0)
+    assert _box_names() == before_names and _box_dirs() == before_dirs
+    assert _box_processes() <= before_processes  # its slurmctld and slurmd were started, and are gone
+
+
+def _grid_config(tmp_path: Path, home: Path, box: ClusterBox, server: DatabaseServer, **grid: Any) -> Path:
+    config = base_config(tmp_path, home=home, cluster={
+        "kind": "slurm", "cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00",
+        "interface": box.interface, "min_jobs": 3, "max_jobs": 3, "local_directory": str(tmp_path / "worker-space"),
+        "log_directory": str(tmp_path / "worker-logs"), "dashboard_address": "127.0.0.1:0",
+    }, database={"url": server.url}, scratch={"root": str(box.scratch)})
+    config["cluster"].pop("n_workers", None)
+    config["grid"].update(grid)
+    return write_config(tmp_path / "run.yaml", config)
+
+
+def _attempt_places(server: DatabaseServer) -> list[tuple[int, str, str, str, str]]:
+    """(job id, kind, outcome, host, worker) of every attempt."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(server.url_with_password)
+    try:
+        with engine.connect() as db:
+            return [tuple(row) for row in db.execute(  # type: ignore[misc]
+                text("select job_id, kind, outcome, host, worker from attempts order by id"))]
+    finally:
+        engine.dispose()
+
+
+def test_grid_over_three_nodes_is_archived_from_where_each_model_ran(
+    tmp_path: Path, null_home: Path, box: ClusterBox, ledger_server: DatabaseServer
+) -> None:
+    ledger_server.reset()
+    env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD}
+    # 1.5 s per model: the first worker up cannot take the whole grid before the others join
+    home = slow_null_home(tmp_path, null_home, 1.5)
+    config = _grid_config(tmp_path, home, box, ledger_server, fuv=[10.0, 100.0, 1000.0])
+    done = cli("run", str(config), env=env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # every job archived once, every ledger row's sha256 the bytes on disk, pdrflow verify exit 0
+    summary = assert_consistent(config, env=env, models=6)
+    assert summary["counts"] == {"archived": 6}
+    places = _attempt_places(ledger_server)
+    worker_hosts = {_address(worker) for *_, worker in places}
+    assert worker_hosts <= set(box.nodes.values()) and len(worker_hosts) >= 2, places  # several nodes computed
+    assert {host for *_, host, _ in places} <= set(box.nodes)  # the nodes' own host names
+    ran_on = {job: _address(worker) for job, kind, outcome, _, worker in places if kind == "model" and outcome == "ok"}
+    archived_from = {job: _address(worker) for job, kind, outcome, _, worker in places if kind == "archive"}
+    assert archived_from == ran_on  # each archival ran on the node whose scratch held the outputs
+    assert list(box.scratch.iterdir()) == []  # none of the nodes' scratch ever showed on the login node
+
+
+def test_node_killed_mid_grid_loses_nothing_and_archives_each_model_once(
+    tmp_path: Path, null_home: Path, box: ClusterBox, ledger_server: DatabaseServer
+) -> None:
+    """A whole node dies (its slurmd, its Dask worker, the model it computes, its scratch): the grid finishes
+    on the other nodes in the same run, each model archived exactly once, the archive verified."""
+    ledger_server.reset()
+    env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD}
+    home = slow_null_home(tmp_path, null_home, 3)
+    config = _grid_config(tmp_path, home, box, ledger_server, fuv=[10.0, 100.0, 1000.0])
+    computing: list[str] = []  # addresses of the nodes computing a model, in the order the runs started
+
+    def computing_on_two_nodes() -> bool:
+        from sqlalchemy.exc import ProgrammingError
+
+        try:
+            places = _attempt_places(ledger_server)
+        except ProgrammingError:  # the driver has not created the ledger's tables yet
+            return False
+        computing[:] = [_address(worker) for _, kind, outcome, _, worker in places
+                        if kind == "model" and outcome == "running" and worker]
+        return len(set(computing)) >= 2  # then one node dies and another still computes
+
+    killed: list[int] = []
+    victim = ""
+    driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **env, "COLUMNS": "200"})
+    try:
+        wait_for(computing_on_two_nodes, 120, "models running on two nodes", driver, interval=0.3)
+        # the node whose model started last: it is still computing when it dies a few ms from now
+        victim = next(name for name, address in box.nodes.items() if address == computing[-1])
+        killed = box.kill_node(victim)
+        assert killed and not box.node_pids(victim)
+        output, _ = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+        if killed:
+            box.revive_node(victim)  # the module's other tests get three nodes again
+    assert driver.returncode == 0, output
+    summary = assert_consistent(config, env=env, models=6)
+    places = _attempt_places(ledger_server)
+    victim_address = box.nodes[victim]
+    cut = {job for job, kind, outcome, _, worker in places
+           if kind == "model" and outcome != "ok" and worker and _address(worker) == victim_address}
+    assert cut, places  # the model computing on the victim was cut short ...
+    lost_elsewhere = [p for p in places if p[1] == "model" and p[2] != "ok" and p[4]
+                      and _address(p[4]) != victim_address]
+    assert not lost_elsewhere, places  # ... and nothing on the nodes that lived
+    archived = {job: _address(worker) for job, kind, outcome, _, worker in places if kind == "archive" and outcome == "ok"}
+    assert all(archived[job] != victim_address for job in cut)  # computed again and archived on a live node
+    assert sum(summary["model_runs"].values()) > 6
+
+
+def _address(worker: str) -> str:
+    """tls://198.18.0.11:40123 -> 198.18.0.11"""
+    return re.sub(r"^\w+://|:\d+$", "", worker)
