@@ -5,6 +5,8 @@ every archival fail afterwards. So the driver checks, before it takes the grid's
 anything to the ledger, on every cluster kind:
 
 - the ledger: reachable now and at this pdrflow's schema revision (the same check as opening it);
+- an SQLite ledger only where every writer is on one host: workers write the ledger themselves, and
+  SQLite on a network filesystem or shared by several hosts corrupts it or fails (``check_sqlite_cluster``);
 - the executables ``plan_run`` resolved and fingerprinted are still there and executable;
 - the archive: a probe file written below ``<grid>/`` on the real backend the way an upload is
   written (temporary name, atomic rename, size and sha256 checked) and removed (``Storage.probe``).
@@ -18,15 +20,20 @@ the archive itself writable (mount, permissions, space), not each node's view of
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, LedgerError
 
 if TYPE_CHECKING:
+    from .cluster.placement import Placement
     from .config import Config
     from .driver import Plan
     from .ledger import Ledger
+
+
+log = logging.getLogger("pdrflow")
 
 
 class PreflightFailed(ConfigError):
@@ -36,6 +43,7 @@ class PreflightFailed(ConfigError):
 def preflight(config: Config, plan: Plan, ledger: Ledger) -> None:
     """Raise PreflightFailed naming the first thing that would stop every model of the run."""
     check_ledger(config, ledger)
+    check_sqlite_cluster(config, ledger)  # before the archive probe: a refused run leaves no grid directory
     check_executables(plan)
     check_archive(config)
 
@@ -53,6 +61,36 @@ def check_ledger(config: Config, ledger: Ledger) -> None:
         raise PreflightFailed(f"preflight: {database_error(config.database, exc)}; nothing was run") from None
     except LedgerError as exc:
         raise PreflightFailed(f"preflight: {exc}; nothing was run") from None
+
+
+SQLITE_ADVICE = ("an SQLite ledger is safe for the processes of one host only: use PostgreSQL or MariaDB "
+                 "(database.url: postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db), see the user "
+                 "guide's section \"SQLite and clusters\" (docs/user-guide.md)")
+
+
+def check_sqlite_cluster(config: Config, ledger: Ledger) -> Placement | None:
+    """An SQLite ledger with workers that may run on other hosts, or on a network filesystem with a SLURM
+    cluster, is refused. Returns where the workers run (None: not SQLite)."""
+    if ledger.engine.dialect.name != "sqlite":
+        return None
+    from .cluster.placement import worker_placement
+    from .ledger.filesystems import NETWORK_FILESYSTEMS, filesystem_type
+
+    with ledger.engine.connect() as connection:  # the file SQLite really opened; "" in memory
+        database = next((row[2] for row in connection.exec_driver_sql("PRAGMA database_list") if row[1] == "main"), "")
+    kind = config.cluster.kind
+    fstype = filesystem_type(database) if database else None
+    if kind != "local" and fstype in NETWORK_FILESYSTEMS:
+        # Even if every node were this host: the journal falls back to DELETE there, and a cluster's shared
+        # filesystem is where other nodes' workers would write it from.
+        raise PreflightFailed(f"preflight: the SQLite ledger {database} is on a network filesystem ({fstype}) and "
+                              f"cluster.kind: {kind} runs workers on cluster nodes; {SQLITE_ADVICE}; nothing was run")
+    placement = worker_placement(config.cluster)  # an unknown SLURM partition: its ConfigError (exit 2)
+    if not placement.one_host:
+        raise PreflightFailed(f"preflight: {placement.what}, and the ledger is the SQLite file {database or '(memory)'}; "
+                              f"{SQLITE_ADVICE}; nothing was run")
+    log.info("preflight: SQLite ledger %s: %s", database or "(memory)", placement.what)
+    return placement
 
 
 def check_executables(plan: Plan) -> None:

@@ -68,8 +68,11 @@ def _ensure_munge() -> None:
     subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True, capture_output=True, timeout=30)
 
 
-def start_slurm() -> Slurm:
+def start_slurm(extra_nodes: list[tuple[str, str]] | None = None) -> Slurm:
+    """``extra_nodes``: (name, NodeAddr) of more nodes in the partition, configured only (no slurmd: DOWN),
+    for what sinfo and scontrol report about a partition spanning other hosts."""
     require_marked("SLURM", "slurm")
+    extra = extra_nodes or []
     require(shutil.which("slurmctld") or "/usr/sbin/slurmctld", "SLURM (Debian packages slurmctld slurmd munge)")
     require(shutil.which("munged") or "/usr/sbin/munged", "munge (Debian package munge)")
     _ensure_munge()
@@ -77,6 +80,10 @@ def start_slurm() -> Slurm:
     for sub in ("state", "spool"):
         (directory / sub).mkdir()
     conf = directory / "slurm.conf"
+    # Before the localhost line: slurmd 22.05 -N localhost dies ("Duplicated NodeHostName") on a node listed after it.
+    extra_lines = "".join(f"NodeName={name} NodeAddr={address} CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} "
+                          "State=DOWN\n" for name, address in extra)
+    members = ",".join(["localhost", *(name for name, _ in extra)])
     conf.write_text(f"""ClusterName=pdrflowtest
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={free_port()}
@@ -107,8 +114,8 @@ MinJobAge=5
 KillWait=2
 InactiveLimit=0
 MessageTimeout=10
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+{extra_lines}NodeName=localhost NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
+PartitionName=debug Nodes={members} Default=YES MaxTime=INFINITE State=UP
 """)
     slurm = Slurm(directory, conf)
     try:
@@ -120,7 +127,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         _read_pid(directory / "slurmd.pid")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            state = slurm.run("sinfo", "-h", "-o", "%t").stdout.strip()
+            state = slurm.run("sinfo", "-h", "-n", "localhost", "-o", "%t").stdout.strip()
             if state == "idle":
                 return slurm
             time.sleep(0.2)
