@@ -17,6 +17,14 @@ It starts its own OpenSSH sshd on 127.0.0.1 (tests/services/sshd.py) and compare
    one (and pdrflow ``put`` one by one, to show where the gain comes from), and paramiko's own
    ``SFTPClient`` with 8 channels on one connection in flight against pdrflow without fsync
    (paramiko cannot fsync): whether pdrflow's own SFTP protocol earns its keep.
+4. Downloads (``fetch``: pipelined reads, sha256 while streaming, a temporary local name renamed
+   when complete): the large file at loopback and each round-trip time above 0, and the model's
+   file set at each round-trip time, against paramiko's ``SFTPClient.getfo`` (its prefetching
+   ``get``, hashing into the same kind of local temporary) on the same SSH connection pdrflow
+   opens (same cipher and receive window: only the SFTP layer differs), one file at a time and
+   8 files in flight on 8 channels; OpenSSH's ``sftp -b get`` for the large file as a reference.
+
+``--parts uploads`` or ``--parts downloads`` runs one half only.
 
 The samples run interleaved (a, b, c, a, b, c, ...) so that background load hits all
 contenders alike; the medians and their ratios are reported.
@@ -50,8 +58,9 @@ from services.sshd import Sshd
 from services.tcp_proxy import TcpProxy
 
 from pdrflow.config import SftpStorageConfig
-from pdrflow.storage.base import sha256_file
+from pdrflow.storage.base import HashingSink, sha256_file
 from pdrflow.storage.sftp import SftpStorage
+from pdrflow.storage.sftp_connect import MAX_PACKET_SIZE, WINDOW_SIZE, open_transport, resolve_endpoint
 from pdrflow.storage.sftp_protocol import SftpSession
 
 
@@ -330,12 +339,178 @@ def paramiko_channels_in_flight(server: Sshd, port: int, known_hosts: Path, remo
         client.close()
 
 
+# ---- downloads ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def paramiko_clients(config: SftpStorageConfig, channels: int) -> Iterator[list[paramiko.SFTPClient]]:
+    """``channels`` paramiko SFTPClients on one SSH connection opened exactly as pdrflow opens its own
+    (cipher preference, 16 MiB receive window, host key check): only the SFTP layer differs."""
+    transport = open_transport(resolve_endpoint(config), None, config.connect_timeout, config.operation_timeout)
+    try:
+        clients = []
+        for _ in range(channels):
+            client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE,
+                                                        max_packet_size=MAX_PACKET_SIZE)
+            assert client is not None
+            clients.append(client)
+        yield clients
+    finally:
+        transport.close()
+
+
+def paramiko_fetch(client: paramiko.SFTPClient, remote: str, local: Path,
+                   in_flight: int | None = None) -> tuple[int, str]:
+    """What pdrflow's fetch does, through paramiko: ``getfo`` (prefetching reads; ``in_flight``: at
+    most that many outstanding, None: paramiko's default, every read of the file at once) into a
+    hashing writer on a temporary local name, renamed when complete."""
+    partial = local.parent / f".{local.name}.bench.part"
+    with partial.open("xb") as stream:
+        sink = HashingSink(stream)
+        client.getfo(remote, sink, max_concurrent_prefetch_requests=in_flight)  # type: ignore[arg-type]
+    os.replace(partial, local)
+    return sink.size, sink.sha256
+
+
+def download_large_file(server: Sshd, known_hosts: Path, work: Path, source: Path, repeat: int,
+                        rtt_ms: float | None = None) -> dict[str, object]:
+    size, sha = sha256_file(source)
+    remote = work / "remote-download-large"
+    shutil.rmtree(remote, ignore_errors=True)
+    (remote / "grid" / "pdrgrid").mkdir(parents=True)
+    shutil.copyfile(source, remote / "grid" / "pdrgrid" / "large.bin")
+    local_dir = work / "downloaded"
+    with delayed(server, known_hosts, rtt_ms) as port:
+        config = storage_config(server, port, known_hosts, remote)
+
+        def pdrflow() -> tuple[int, str]:
+            with contextlib.closing(SftpStorage(config)) as storage:
+                stored = storage.fetch("grid/pdrgrid/large.bin", local_dir / "large.bin")
+            return stored.size, stored.sha256
+
+        def paramiko_getfo(in_flight: int | None = None) -> tuple[int, str]:
+            with paramiko_clients(config, 1) as [client]:
+                return paramiko_fetch(client, f"{remote}/grid/pdrgrid/large.bin", local_dir / "large.bin", in_flight)
+
+        def openssh() -> None:  # no sha256: OpenSSH does not hash (the copy is checked after the clock)
+            batch = work / "download.batch"
+            batch.write_text(f"get {remote}/grid/pdrgrid/large.bin {local_dir}/large.bin\n")
+            sftp_batch(server, port, known_hosts, batch)
+
+        contenders: dict[str, Callable[[], tuple[int, str] | None]] = {
+            "pdrflow_fetch": pdrflow,
+            "paramiko_getfo_sha256": paramiko_getfo,
+            # paramiko's prefetch sends every read of the file at once by default; 64 is pdrflow's READS_IN_FLIGHT
+            "paramiko_getfo_sha256_64_in_flight": lambda: paramiko_getfo(64),
+            "openssh_sftp_get": openssh,
+        }
+        samples: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(repeat):
+            for name, action in contenders.items():
+                shutil.rmtree(local_dir, ignore_errors=True)
+                local_dir.mkdir()
+                os.sync()
+                started = time.perf_counter()
+                got = action()
+                seconds = time.perf_counter() - started
+                assert got in (None, (size, sha)), f"{name} reported {got}"
+                assert sha256_file(local_dir / "large.bin") == (size, sha), f"{name}: wrong bytes"
+                samples[name].append(size / seconds / 1e6)
+    shutil.rmtree(remote, ignore_errors=True)
+    shutil.rmtree(local_dir, ignore_errors=True)
+    medians = {name: round(statistics.median(values), 1) for name, values in samples.items()}
+    return {
+        "bytes": size,
+        "rtt_ms": rtt_ms,
+        "mb_per_s": medians,
+        "samples_mb_per_s": {name: [round(v, 1) for v in values] for name, values in samples.items()},
+        # > 1 means pdrflow is faster
+        "ratio_pdrflow_to_paramiko_getfo": round(medians["pdrflow_fetch"] / medians["paramiko_getfo_sha256"], 2),
+        "ratio_pdrflow_to_paramiko_getfo_64_in_flight": round(
+            medians["pdrflow_fetch"] / medians["paramiko_getfo_sha256_64_in_flight"], 2),
+        "ratio_pdrflow_to_openssh_sftp_get": round(medians["pdrflow_fetch"] / medians["openssh_sftp_get"], 2),
+    }
+
+
+def download_one_model(server: Sshd, known_hosts: Path, work: Path, rtt_ms: float, repeat: int) -> dict[str, object]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    shutil.rmtree(work / "model", ignore_errors=True)
+    items = model_files(work / "model")
+    remote = work / "remote-download-model"
+    shutil.rmtree(remote, ignore_errors=True)
+    (remote / "grid" / "pdrgrid").mkdir(parents=True)
+    for local, path, _, _ in items:
+        shutil.copyfile(local, remote / path)
+    expected = {Path(path).name: (size, sha) for _, path, size, sha in items}
+    local_dir = work / "downloaded"
+    with delayed(server, known_hosts, rtt_ms) as port:
+        config = storage_config(server, port, known_hosts, remote)
+
+        def pdrflow(in_flight: int) -> dict[str, tuple[int, str]]:
+            with contextlib.closing(SftpStorage(config)) as storage, ThreadPoolExecutor(in_flight) as pool:
+                stored = pool.map(lambda item: storage.fetch(item[1], local_dir / Path(item[1]).name), items)
+                return {Path(s.path).name: (s.size, s.sha256) for s in stored}
+
+        def paramiko_channels(in_flight: int) -> dict[str, tuple[int, str]]:
+            import queue
+
+            with paramiko_clients(config, in_flight) as clients, ThreadPoolExecutor(in_flight) as pool:
+                idle: queue.Queue[paramiko.SFTPClient] = queue.Queue()
+                for client in clients:
+                    idle.put(client)
+
+                def fetch(item: tuple[Path, str, int, str]) -> tuple[str, tuple[int, str]]:
+                    client = idle.get()
+                    try:
+                        name = Path(item[1]).name
+                        return name, paramiko_fetch(client, f"{remote}/{item[1]}", local_dir / name)
+                    finally:
+                        idle.put(client)
+
+                return dict(pool.map(fetch, items))
+
+        contenders: dict[str, Callable[[], dict[str, tuple[int, str]]]] = {
+            "pdrflow_fetch_8_in_flight": lambda: pdrflow(8),
+            "paramiko_getfo_8_channels_in_flight": lambda: paramiko_channels(8),
+            "pdrflow_fetch_one_by_one": lambda: pdrflow(1),
+            "paramiko_getfo_one_by_one": lambda: paramiko_channels(1),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(repeat):
+            for name, action in contenders.items():
+                shutil.rmtree(local_dir, ignore_errors=True)
+                local_dir.mkdir()
+                os.sync()
+                started = time.perf_counter()
+                got = action()
+                samples[name].append(time.perf_counter() - started)
+                assert got == expected, f"{name}: wrong bytes"
+    shutil.rmtree(remote, ignore_errors=True)
+    shutil.rmtree(local_dir, ignore_errors=True)
+    medians = {name: round(statistics.median(values), 2) for name, values in samples.items()}
+    return {
+        "files": len(items),
+        "bytes": sum(size for _, _, size, _ in items),
+        "rtt_ms": rtt_ms,
+        "seconds": medians,
+        "samples_seconds": {name: [round(v, 2) for v in values] for name, values in samples.items()},
+        # > 1 means paramiko is slower
+        "ratio_paramiko_to_pdrflow_8_in_flight": round(
+            medians["paramiko_getfo_8_channels_in_flight"] / medians["pdrflow_fetch_8_in_flight"], 3),
+        "ratio_paramiko_to_pdrflow_one_by_one": round(
+            medians["paramiko_getfo_one_by_one"] / medians["pdrflow_fetch_one_by_one"], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=200, help="size of the large file (10^6 bytes)")
     parser.add_argument("--repeat", type=int, default=5, help="samples per contender")
     parser.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 20.0],
                         help="round-trip times added by the delay proxy")
+    parser.add_argument("--parts", choices=["uploads", "downloads"], nargs="+", default=["uploads", "downloads"],
+                        help="which measurements to run")
     args = parser.parse_args()
     ssh_version = subprocess.run(["ssh", "-V"], check=False, capture_output=True, text=True, timeout=10).stderr.strip()
     work = Path(tempfile.mkdtemp(prefix="pdrflow-bench-sftp-"))
@@ -346,7 +521,7 @@ def main() -> None:
                 probe.stat("probe")
                 cipher = probe.cipher
             source = write_large_file(work, args.size_mb)
-            result = {
+            result: dict[str, object] = {
                 "machine": {
                     "cpus": os.cpu_count(),
                     "python": platform.python_version(),
@@ -355,12 +530,19 @@ def main() -> None:
                     "pdrflow_cipher": cipher,
                     "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                 },
-                "large_file_loopback": large_file(server, known_hosts, work, source, args.repeat),
-                "large_file_over_delay_proxy": [large_file(server, known_hosts, work, source, args.repeat, rtt)
-                                                for rtt in args.rtt_ms if rtt > 0],
-                "one_model_over_delay_proxy": [one_model(server, known_hosts, work, rtt, args.repeat)
-                                               for rtt in args.rtt_ms],
             }
+            if "uploads" in args.parts:
+                result["large_file_loopback"] = large_file(server, known_hosts, work, source, args.repeat)
+                result["large_file_over_delay_proxy"] = [
+                    large_file(server, known_hosts, work, source, args.repeat, rtt) for rtt in args.rtt_ms if rtt > 0]
+                result["one_model_over_delay_proxy"] = [
+                    one_model(server, known_hosts, work, rtt, args.repeat) for rtt in args.rtt_ms]
+            if "downloads" in args.parts:
+                result["download_large_file"] = [
+                    download_large_file(server, known_hosts, work, source, args.repeat, rtt if rtt > 0 else None)
+                    for rtt in args.rtt_ms]
+                result["download_one_model_over_delay_proxy"] = [
+                    download_one_model(server, known_hosts, work, rtt, args.repeat) for rtt in args.rtt_ms]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))

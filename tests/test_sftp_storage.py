@@ -25,7 +25,8 @@ from pdrflow.config import SftpStorageConfig
 from pdrflow.storage import open_storage
 from pdrflow.storage.base import StorageError, StoredFile, sha256_file
 from pdrflow.storage.sftp import SftpStorage
-from pdrflow.storage.sftp_protocol import BackgroundFlush, SftpSession
+from pdrflow.storage.sftp_protocol import SftpSession
+from pdrflow.storage.sftp_transfer import BackgroundFlush
 
 CANARY = "canary-Pw-7f3a9c-do-not-log"
 

@@ -21,10 +21,16 @@ Upload of one file (``put``):
 A partial file that a cut connection left behind is removed by the next upload through the
 same instance (it is only ever a hidden ``.pdrflow-*.part`` name, never the final path).
 
+Reading back (``fetch``, ``checksum``) speaks the same protocol (:mod:`.sftp_transfer`): pipelined
+reads, sha256 while streaming, a local copy written under a temporary name and renamed.
+
 Failures raise :class:`StorageError`. Network trouble is ``transient`` and retried here with
 bounded exponential backoff, reconnecting each time (:mod:`.sftp_pool`); the rest fails at
 once with the reason: an SFTP error status, with disk full and read-only file systems told
 apart (:mod:`.sftp_errors`), or an authentication or host-key failure (:mod:`.sftp_connect`).
+
+paramiko is imported only when a storage is created (the pool and the connection modules), not
+with this module: config loading imports it.
 """
 
 from __future__ import annotations
@@ -39,12 +45,11 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from ..config import SftpStorageConfig, archive_modes
+from . import sftp_transfer as transfer
 from .base import (
-    HashingSink,
     Storage,
     StorageError,
     StoredFile,
@@ -52,47 +57,29 @@ from .base import (
     is_temporary_of,
     temporary_names,
 )
-from .sftp_connect import Endpoint, resolve_endpoint
-from .sftp_errors import (
-    CheckedReader,
-    CheckedWriter,
-    LocalFileError,
-    _diagnose_failure,
-    local_file_errors,
-    status_error,
-)
-from .sftp_pool import SftpChannelPool
+from .sftp_errors import CheckedReader, CheckedWriter, LocalFileError, local_file_errors, sftp_error
 from .sftp_protocol import (
-    FX_FAILURE,
     FX_NO_SUCH_FILE,
-    FX_PERMISSION_DENIED,
     O_CREAT,
     O_EXCL,
     O_WRITE,
     Attrs,
-    BackgroundFlush,
     SftpSession,
     SftpStatus,
 )
 
+if TYPE_CHECKING:
+    from .sftp_connect import Endpoint
+    from .sftp_pool import SftpChannelPool
+
 log = logging.getLogger("pdrflow.storage.sftp")
-
-
-def _sftp_error(
-    exc: SftpStatus, address: str, session: SftpSession | None = None, needed: int = 0, shown: str | None = None
-) -> StorageError:
-    """``status_error``, ``persistent`` when the server refuses for good: permission denied, or (with a
-    ``session``) a generic failure that statvfs explains (read-only file system, no space or inodes).
-    Called before an upload's temporary is removed, so statvfs still sees the full disk."""
-    error = status_error(exc, address, session, needed, shown)
-    error.persistent = exc.code == FX_PERMISSION_DENIED or (
-        exc.code == FX_FAILURE and session is not None
-        and _diagnose_failure(session, posixpath.dirname(exc.path), needed) is not None)
-    return error
 
 
 class SftpStorage(Storage):
     def __init__(self, config: SftpStorageConfig) -> None:
+        from .sftp_connect import resolve_endpoint  # paramiko: only once a storage is opened
+        from .sftp_pool import SftpChannelPool
+
         self.config = config
         root = posixpath.normpath(config.root)
         if not root.startswith("/"):
@@ -102,7 +89,7 @@ class SftpStorage(Storage):
         self._endpoint: Endpoint = resolve_endpoint(config)
         self._address = self._endpoint.address
         self.description = f"sftp://{self._endpoint.username}@{self._address}{root}"
-        self._channels = SftpChannelPool(config, self._endpoint)
+        self._channels: SftpChannelPool = SftpChannelPool(config, self._endpoint)
         self.concurrent_reads = config.files_in_flight
         self._lock = threading.Lock()  # guards the fields below
         self._orphans: set[str] = set()  # partial files left by uploads cut off mid-transfer
@@ -147,7 +134,7 @@ class SftpStorage(Storage):
                 try:
                     attrs = session.stat(remote)
                 except SftpStatus as exc:
-                    raise _sftp_error(exc, self._address) from None
+                    raise sftp_error(exc, self._address) from None
             return None if attrs is None else attrs.size
 
         return self._channels.retrying(once, f"stat of {remote}")
@@ -161,7 +148,7 @@ class SftpStorage(Storage):
                 try:
                     found = session.stat_many(remotes)
                 except SftpStatus as exc:
-                    raise _sftp_error(exc, self._address) from None
+                    raise sftp_error(exc, self._address) from None
             # A directory in place of a file is reported too (size 0 when the server gives none): it is in the way.
             return {path: attrs.size or 0 for path, attrs in zip(paths, found, strict=True) if attrs is not None}
 
@@ -180,7 +167,7 @@ class SftpStorage(Storage):
                     self._ensure_dir(session, posixpath.dirname(target))
                     session.rename(source, target)
                 except SftpStatus as exc:
-                    raise _sftp_error(exc, self._address, session, 0) from None
+                    raise sftp_error(exc, self._address, session, 0) from None
 
         self._channels.retrying(once, f"move of {source} to {target}")
 
@@ -190,9 +177,9 @@ class SftpStorage(Storage):
         def once() -> str | None:
             with self._channels.session() as session:
                 try:
-                    result = session.sha256(remote)
+                    result = transfer.checksum(session, remote)
                 except SftpStatus as exc:
-                    raise _sftp_error(exc, self._address) from None
+                    raise sftp_error(exc, self._address) from None
             return None if result is None else result[1]
 
         return self._channels.retrying(once, f"checksum of {remote}")
@@ -244,7 +231,7 @@ class SftpStorage(Storage):
                     except SftpStatus as exc:
                         if exc.code == FX_NO_SUCH_FILE:
                             continue
-                        raise _sftp_error(exc, self._address, session, 0) from None
+                        raise sftp_error(exc, self._address, session, 0) from None
                     for name in entries:
                         if is_temporary_of(name, prefixes):
                             removed += self._remove_quietly(session, posixpath.join(remote, name))
@@ -277,12 +264,12 @@ class SftpStorage(Storage):
             existing = session.stat(remote)
             if existing is not None and existing.is_dir:
                 raise StorageError(f"{remote} on {self._address} is a directory")
-            if existing is not None and existing.size == size and session.sha256(remote) == (size, sha256):
+            if existing is not None and existing.size == size and transfer.checksum(session, remote) == (size, sha256):
                 log.debug("%s already archived with the same sha256", remote)
                 return StoredFile(path, size, sha256)
             self._ensure_dir(session, directory)
         except SftpStatus as exc:
-            raise _sftp_error(exc, self._address, session, size) from None
+            raise sftp_error(exc, self._address, session, size) from None
         try:
             source = local.open("rb")
         except OSError as exc:
@@ -293,7 +280,7 @@ class SftpStorage(Storage):
             try:
                 handle = session.open(temporary, O_WRITE | O_CREAT | O_EXCL, self._file_mode)
             except SftpStatus as exc:
-                raise _sftp_error(exc, self._address, session, size, remote) from None
+                raise sftp_error(exc, self._address, session, size, remote) from None
             try:
                 written, digest, attrs = self._upload(session, handle, CheckedReader(source, local), temporary, size)
                 if written != size or digest != sha256:
@@ -309,7 +296,7 @@ class SftpStorage(Storage):
                 settled = True
             except SftpStatus as exc:
                 # Diagnosed before removing: statvfs must still see the full disk.
-                error = _sftp_error(exc, self._address, session, size, remote)
+                error = sftp_error(exc, self._address, session, size, remote)
                 settled = self._remove_quietly(session, temporary)
                 raise error from None
             except (StorageError, LocalFileError) as exc:
@@ -326,14 +313,14 @@ class SftpStorage(Storage):
         self, session: SftpSession, handle: bytes, source: CheckedReader, temporary: str, size: int
     ) -> tuple[int, str, Attrs]:
         """Stream the file; a large one is flushed to the server's disk from a spare channel meanwhile."""
-        if not session.use_fsync or size < 2 * BackgroundFlush.EVERY:
-            return session.upload(handle, source, temporary, mode=self._file_mode)
+        if not session.use_fsync or size < 2 * transfer.BackgroundFlush.EVERY:
+            return transfer.upload(session, handle, source, temporary, mode=self._file_mode)
         with self._channels.spare_session() as helper:
             flusher = None
             if helper is not None:
                 with contextlib.suppress(SftpStatus):  # no flushing alongside, then: the final fsync does it all
-                    flusher = BackgroundFlush(helper, temporary)
-            result = session.upload(handle, source, temporary, flusher, mode=self._file_mode)
+                    flusher = transfer.BackgroundFlush(helper, temporary)
+            result = transfer.upload(session, handle, source, temporary, flusher, mode=self._file_mode)
             if flusher is not None:
                 with contextlib.suppress(SftpStatus):  # only the helper's read handle is at stake
                     flusher.finish()
@@ -407,44 +394,35 @@ class SftpStorage(Storage):
     # ---- reading back ----------------------------------------------------------------
 
     def fetch(self, path: str, local: Path) -> StoredFile:
-        """Download through a paramiko SFTPClient on the shared connection (pipelined reads)."""
+        """Download with pipelined reads on a pooled channel, hashed while streaming; the copy is written
+        to a hidden temporary next to ``local`` and renamed onto it only once complete."""
         remote = self._remote(path)
 
         def once() -> StoredFile:
             partial = local.parent / f".{local.name}.pdrflow-{uuid.uuid4().hex}.part"
             try:
-                with self._channels.connection() as transport:
-                    # These OSErrors are no network trouble: caught here, before the pool sees them.
+                with self._channels.session() as session:
+                    # Local OSErrors become LocalFileError here: the pool would take them for network trouble.
                     try:
-                        sink = self._download(transport, remote, partial)
-                        os.replace(partial, local)
-                    except FileNotFoundError:  # paramiko's SSH_FX_NO_SUCH_FILE
-                        raise StorageError(f"no such file or directory reading {remote} on {self._address}") from None
-                    except PermissionError:
-                        raise StorageError(f"permission denied reading {remote} on {self._address}") from None
+                        with local_file_errors(f"cannot create {partial}"):
+                            stream = partial.open("xb")
+                        try:
+                            size, digest = transfer.download(session, remote, CheckedWriter(stream, partial))
+                        finally:
+                            with local_file_errors(f"cannot write {partial}"):
+                                stream.close()  # flushes: a full local disk shows here
+                        with local_file_errors(f"cannot rename {partial} to {local}"):
+                            os.replace(partial, local)
+                    except SftpStatus as exc:
+                        raise sftp_error(exc, self._address) from None
                     except LocalFileError as exc:
                         raise StorageError(str(exc)) from None
             finally:
                 with contextlib.suppress(OSError):  # after a failure; after success it is gone already
                     partial.unlink()
-            return StoredFile(path, sink.size, sink.sha256)
+            return StoredFile(path, size, digest)
 
         return self._channels.retrying(once, f"download of {remote}")
-
-    def _download(self, transport: paramiko.Transport, remote: str, partial: Path) -> HashingSink:
-        client = paramiko.SFTPClient.from_transport(transport)
-        if client is None:
-            raise paramiko.SSHException("the server refused an SFTP channel")
-        try:
-            client.get_channel().settimeout(self.config.operation_timeout)
-            with local_file_errors(f"cannot create {partial}"):
-                stream = partial.open("xb")
-            with stream:
-                writer = CheckedWriter(stream, partial)
-                client.getfo(remote, writer)
-        finally:
-            client.close()
-        return writer.sink
 
 
 def open_sftp(config: SftpStorageConfig) -> SftpStorage:

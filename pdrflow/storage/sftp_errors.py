@@ -7,7 +7,8 @@
   ``statvfs@openssh.com`` (the caller does so before it removes its partial file): no free
   blocks or inodes -> "no space left on device", read-only flag -> "read-only file system";
   otherwise the generic failure is reported as such (persistent).
-- :data:`NETWORK_ERRORS` are the exceptions that make a connection suspect (worth a retry).
+- :data:`LINK_ERRORS` are the exceptions a channel in use raises when the connection is in trouble
+  (the pool adds paramiko's ``SSHException`` of opening channels: ``sftp_pool.NETWORK_ERRORS``).
 - Errors of the local disk while uploading or fetching are raised as :class:`LocalFileError`
   so that they are never mistaken for network errors (and retried in vain).
 """
@@ -20,9 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import paramiko
-
-from .base import HashingSink, StorageError
+from .base import StorageError
 from .sftp_protocol import (
     FX_FAILURE,
     FX_NO_SUCH_FILE,
@@ -33,8 +32,9 @@ from .sftp_protocol import (
     SftpStatus,
 )
 
-# Raised by the network or the SSH layer: the connection is suspect, retrying may help.
-NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException, SftpProtocolError)
+# Raised by a channel in use when the network or the server fails: the connection is suspect.
+# (No paramiko here: this module is imported with the storage module, which config loading reads.)
+LINK_ERRORS = (OSError, EOFError, SftpProtocolError)
 
 _DOING = {
     "open": "creating",
@@ -74,11 +74,24 @@ def status_error(
     return StorageError(f"server reported {name}{detail} {doing} {where}")
 
 
+def sftp_error(
+    exc: SftpStatus, address: str, session: SftpSession | None = None, needed: int = 0, shown: str | None = None
+) -> StorageError:
+    """``status_error``, ``persistent`` when the server refuses for good: permission denied, or (with a
+    ``session``) a generic failure that statvfs explains (read-only file system, no space or inodes).
+    Called before an upload's temporary is removed, so statvfs still sees the full disk."""
+    error = status_error(exc, address, session, needed, shown)
+    error.persistent = exc.code == FX_PERMISSION_DENIED or (
+        exc.code == FX_FAILURE and session is not None
+        and _diagnose_failure(session, posixpath.dirname(exc.path), needed) is not None)
+    return error
+
+
 def _diagnose_failure(session: SftpSession, directory: str, needed: int) -> str | None:
     """Why a generic SSH_FX_FAILURE happened, judged from the file system's state."""
     try:
         vfs = session.statvfs(directory)
-    except (SftpStatus, *NETWORK_ERRORS):
+    except (SftpStatus, *LINK_ERRORS):
         return None
     if vfs is None:
         return None
@@ -117,12 +130,12 @@ class CheckedReader:
 
 
 class CheckedWriter:
-    """The local copy being fetched, hashed into ``sink``; an OSError writing it raises LocalFileError."""
+    """The local copy being fetched (the download hashes the bytes); an OSError writing it raises LocalFileError."""
 
     def __init__(self, stream: BinaryIO, path: Path) -> None:
-        self.sink = HashingSink(stream)
+        self._stream = stream
         self._failure = f"cannot write {path}"
 
     def write(self, data: bytes) -> int:
         with local_file_errors(self._failure):
-            return self.sink.write(data)
+            return self._stream.write(data)

@@ -25,7 +25,7 @@ from tenacity.wait import wait_exponential_jitter
 from ..config import SftpStorageConfig
 from .base import StorageError
 from .sftp_connect import Endpoint, open_transport
-from .sftp_errors import NETWORK_ERRORS
+from .sftp_errors import LINK_ERRORS
 from .sftp_protocol import SftpSession, SftpStatus
 
 log = logging.getLogger("pdrflow.storage.sftp")
@@ -35,6 +35,9 @@ T = TypeVar("T")
 RETRY_ATTEMPTS = 4
 RETRY_INITIAL = 0.5
 RETRY_MAX = 8.0
+
+# Raised by the network or the SSH layer (opening a channel too): the connection is suspect, retrying may help.
+NETWORK_ERRORS = (*LINK_ERRORS, paramiko.SSHException)
 
 
 class SftpChannelPool:
@@ -125,25 +128,6 @@ class SftpChannelPool:
             return
         with self._checked_out() as session:
             yield session
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[paramiko.Transport]:
-        """The live transport, for a client of its own, holding one channel slot; as :meth:`session` for errors.
-
-        Exceptions that are OSErrors but no network trouble must be caught inside the block.
-        """
-        self._wait_for_slot()
-        generation = -1
-        try:
-            with self._lock:
-                generation, transport = self._connect()
-            yield transport
-        except NETWORK_ERRORS as exc:
-            if generation >= 0:
-                self._discard(generation)
-            raise self._network_error(exc) from None
-        finally:
-            self._slots.release()
 
     @contextlib.contextmanager
     def _checked_out(self) -> Iterator[SftpSession]:
