@@ -1,8 +1,8 @@
 """The config reference (docs/config-reference.md), generated from the config models themselves.
 
-Keys, types and limits come from the pydantic models in ``config.py``; defaults and their
+Keys, types and limits come from the pydantic models in ``config/models.py``; defaults and their
 explanations from the shipped ``pdrflow.yaml`` (its comments), else from the field's own comment
-in ``config.py``. A test regenerates the page and compares, so the page cannot drift.
+in ``config/models.py``. A test regenerates the page and compares, so the page cannot drift.
 
     python -m pdrflow.reference > docs/config-reference.md
 """
@@ -122,7 +122,7 @@ def _default(defaults: dict[str, Any], path: str, key: str, info: FieldInfo) -> 
 
 
 def render() -> str:
-    defaults_text = Path(config_module.__file__).with_name("pdrflow.yaml").read_text()
+    defaults_text = config_module.DEFAULTS_FILE.read_text()
     defaults = yaml.safe_load(defaults_text)["pdrflow"]
     yaml_notes = yaml_comments(defaults_text)
     out = ["# Config reference", "",

@@ -18,7 +18,7 @@ from helpers import base_config, cli, ledger_rows, privileged, status, umount, w
 from services.slurm import Slurm, start_slurm
 from services.sshd import Sshd
 
-from pdrflow.config_loading import load_config
+from pdrflow.config import load_config
 from pdrflow.ledger import Ledger
 from pdrflow.ledger.filesystems import filesystem_type, is_network_filesystem
 from pdrflow.ledger.ledger import make_engine

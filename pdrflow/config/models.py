@@ -3,16 +3,14 @@
 Defaults live in ``pdrflow.yaml`` (read through ``dask.config``); the models below have no
 defaults of their own except "absent". Secrets never come from the YAML: the database and
 SFTP passwords are read from the environment only. Reading and checking the file itself is
-:mod:`pdrflow.config_loading`; ``load_config`` is re-exported here.
+:mod:`.loading`.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -20,20 +18,19 @@ import dask.config
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, field_validator
 
-from .errors import ConfigError, shown  # noqa: F401 - ConfigError re-exported, callers catch it from here
+from ..errors import ConfigError, shown  # noqa: F401 - ConfigError re-exported, callers catch it from here
 
 if TYPE_CHECKING:  # SQLAlchemy is imported only where a URL is used: `pdrflow status` stays fast
     from sqlalchemy.engine import URL
 
-_DEFAULTS_FILE = Path(__file__).with_name("pdrflow.yaml")
-with _DEFAULTS_FILE.open() as _f:
+DEFAULTS_FILE = Path(__file__).parent.parent / "pdrflow.yaml"  # shipped in the package: every default
+with DEFAULTS_FILE.open() as _f:
     dask.config.update_defaults(yaml.safe_load(_f))
 
 DB_PASSWORD_ENV = ("PDRFLOW_DB_PASSWORD", "PDR_DB_PASSWORD")
 SFTP_PASSWORD_ENV = ("PDRFLOW_SFTP_PASSWORD", "PDR_STORAGE_PASSWORD")
 
 SafeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=100)]
-DEFAULT_MAX_MODELS = 1_000_000  # run.max_models: a grid larger than this is refused before expansion
 # Names a helper executable must not take: they are pdrflow's own files in a model's scratch dir.
 _RESERVED_SCRATCH_NAMES = frozenset({"pdrexe", "onionexe", "PDRNEW.INP", "pdr_config.json", "ONION3.INP", "CTRL_IND",
                                      "pdrinpdata", "onioninpdata", "In", "pdroutput", "onionoutput", "Out"})
@@ -153,6 +150,8 @@ class KosmaTauConfig(_Section):
 class DatabaseConfig(_Section, _PasswordFromEnv):
     _PASSWORD_ENV = DB_PASSWORD_ENV
     url: str
+    # Ledger sessions open at once from all workers together (the driver's few aside); null: no limit.
+    max_connections: int | None = Field(default=None, ge=1)  # also null when built in Python without it
     password: SecretStr | None = None  # from the environment only
 
     def sqlalchemy_url(self) -> URL:
@@ -201,6 +200,8 @@ class LocalStorageConfig(_Section):
     # Set explicitly, whatever the umask. null (also a section built in Python without them): the umask decides.
     file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
     dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
+    # Archivals writing at once from all workers together; null (also built in Python without it): no limit.
+    max_connections: int | None = Field(default=None, ge=1)
 
 
 class SftpStorageConfig(_Section, _PasswordFromEnv):
@@ -222,6 +223,9 @@ class SftpStorageConfig(_Section, _PasswordFromEnv):
     connect_timeout: float = Field(gt=0)
     operation_timeout: float = Field(gt=0)
     files_in_flight: int = Field(ge=1, le=64)
+    # SSH connections open at once from all workers together, one per archival (sshd drops unauthenticated
+    # ones beyond its MaxStartups, 10 by default); null (also built in Python without it): no limit.
+    max_connections: int | None = Field(default=None, ge=1)
     password: SecretStr | None = None  # from the environment only
 
 
@@ -259,6 +263,10 @@ class SlurmClusterConfig(_Section):
     log_directory: str | None  # where the worker jobs' SLURM logs go
     min_jobs: int = Field(ge=0)
     max_jobs: int = Field(ge=1)
+    submit_interval: float = Field(ge=0)  # seconds at least between two sbatch calls (slurmctld takes bursts badly)
+    # 0: each archival runs on the compute node that holds the model's outputs; N: on N worker processes
+    # on the driver's host (login or transfer node), for compute nodes that cannot reach the archive.
+    archive_workers: int = Field(default=0, ge=0, le=64)  # also 0 when built in Python without it
     dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
     security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
@@ -278,39 +286,6 @@ ClusterConfig = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class Kind:
-    """One kind of a storage or cluster section: its config model and the function that opens or starts
-    it, named ``module:function`` and imported only when that kind is used (paramiko loads for SFTP
-    only, dask-jobqueue for SLURM only)."""
-
-    model: type[BaseModel]
-    factory: str
-
-
-# Every storage and cluster kind, written once. Config loading, the config reference and the factories
-# (storage.open_storage, cluster.start_cluster) read this table. A new kind is its module (its model above
-# and its factory there), a line here and its defaults in pdrflow.yaml; the two unions above name the
-# same models for pydantic and mypy, and a test keeps them equal to this table.
-KINDS: dict[str, dict[str, Kind]] = {
-    "storage": {
-        "local": Kind(LocalStorageConfig, "pdrflow.storage.local:open_local"),
-        "sftp": Kind(SftpStorageConfig, "pdrflow.storage.sftp:open_sftp"),
-    },
-    "cluster": {
-        "local": Kind(LocalClusterConfig, "pdrflow.cluster.local:start"),
-        "slurm": Kind(SlurmClusterConfig, "pdrflow.cluster.slurm:start"),
-        "allocation": Kind(AllocationClusterConfig, "pdrflow.cluster.allocation:start"),
-    },
-}
-
-
-def kind_factory(section: str, kind: str) -> Any:
-    """The factory of ``section``'s ``kind`` (imported now)."""
-    module, function = KINDS[section][kind].factory.split(":")
-    return getattr(importlib.import_module(module), function)
-
-
 def default_scratch_root() -> Path:
     """Node-local scratch of the process asking: $SLURM_TMPDIR, else $TMPDIR, else /tmp."""
     base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR") or tempfile.gettempdir()
@@ -320,6 +295,9 @@ def default_scratch_root() -> Path:
 class ScratchConfig(_Section):
     root: Path | None
     keep_failed: bool
+    # A directory the compute nodes and the driver's host all see (a shared filesystem): with
+    # cluster.slurm.archive_workers, each computed model's outputs move here from node-local scratch.
+    staging: Path | None = None  # also null when built in Python without it
 
     def resolved_root(self) -> Path:
         return self.root if self.root is not None else default_scratch_root()
@@ -328,7 +306,7 @@ class ScratchConfig(_Section):
 class RunConfig(_Section):
     # Refuse a grid bigger than this before expanding it (a typo like 10^4 x 10^4 values would
     # otherwise take the driver's memory and hours of registration). Raise it if you mean it.
-    max_models: int = Field(default=DEFAULT_MAX_MODELS, ge=1)
+    max_models: int = Field(ge=1)
     max_in_flight: int | None = Field(ge=1)
     expected_model_seconds: float | None = Field(gt=0)  # null: learned from finished models
     archive_attempts: int = Field(ge=1, le=100)
@@ -395,12 +373,5 @@ def _secret_from_env(names: tuple[str, ...]) -> SecretStr | None:
     return None
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a config file. Raises ConfigError with a one-line reason.
-
-    The reading and the checks live in :mod:`.config_loading`, which imports the models above:
-    imported here when called, so that neither module's import depends on the other's order.
-    """
-    from .config_loading import load_config as read_and_check
-
-    return read_and_check(path)
+# The sections of a config file, in the order they are usually written.
+SECTION_NAMES: tuple[str, ...] = tuple(name for name in Config.model_fields if name != "path")
