@@ -111,6 +111,7 @@ def plan_run(config: Config) -> Plan:
         pdr_version=executable_version(installation.pdr_executable),
         onion_version=executable_version(installation.onion_executable),
         scratch_root=config.scratch.root,
+        staging_root=config.scratch.staging,
         keep_failed=config.scratch.keep_failed,
         pdr_timeout=config.kosma_tau.pdr_timeout,
         onion_timeout=config.kosma_tau.onion_timeout,
@@ -279,15 +280,18 @@ class Driver:
             future = cluster.client.submit(
                 run_model, ModelJob(job_id, self.plan.specs[job.model_hash], self._expected_runtime()), settings,
                 key=f"run-{job.name}-{job_id}-{self.outcome.model_runs}", pure=False,
+                resources=cluster.model_resources,
             )
         else:
             self.outcome.archive_attempts += 1
             staged: Manifest | tuple[int, str] = manifest or (job_id, self._staged_dir(job_id))
-            pin: dict[str, Any] = {} if cluster.shared_scratch or manifest is None or manifest.worker is None else {
+            # Staged in a shared place (shared scratch, scratch.staging): any archiving worker reads the outputs.
+            shared = cluster.shared_scratch or settings.staging_root is not None
+            pin: dict[str, Any] = {} if shared or manifest is None or manifest.worker is None else {
                 "workers": [manifest.worker], "allow_other_workers": False}
             future = cluster.client.submit(
                 archive_job, staged, settings, key=f"archive-{job.name}-{job_id}-{self.outcome.archive_attempts}",
-                pure=False, priority=10, **pin,
+                pure=False, priority=10, resources=cluster.archive_resources, **pin,
             )
             if pin:
                 self._pinned[future] = pin["workers"][0]

@@ -15,13 +15,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
-from helpers import assert_consistent, base_config, cli, slow_null_home, wait_for, write_config
+import yaml
+from helpers import assert_consistent, cli, slow_null_home, wait_for
+from multinode_support import attempt_places as _attempt_places
+from multinode_support import grid_config as _grid_config
+from multinode_support import worker_address as _address
 from services.cluster_box import ClusterBox, start_cluster_box
 from services.databases import APP_PASSWORD, DatabaseServer, remove_server, start_server
+from services.sshd import Sshd
 
 # A batch job as a Python script (no shell): where it ran, its address on the box's network, what its
 # scratch holds; with "write", it leaves a file there first.
@@ -142,30 +146,6 @@ def test_box_that_fails_to_start_halfway_leaves_nothing() -> None:
     assert _box_processes() <= before_processes  # its slurmctld and slurmd were started, and are gone
 
 
-def _grid_config(tmp_path: Path, home: Path, box: ClusterBox, server: DatabaseServer, **grid: Any) -> Path:
-    config = base_config(tmp_path, home=home, cluster={
-        "kind": "slurm", "cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00",
-        "interface": box.interface, "min_jobs": 3, "max_jobs": 3, "local_directory": str(tmp_path / "worker-space"),
-        "log_directory": str(tmp_path / "worker-logs"), "dashboard_address": "127.0.0.1:0",
-    }, database={"url": server.url}, scratch={"root": str(box.scratch)})
-    config["cluster"].pop("n_workers", None)
-    config["grid"].update(grid)
-    return write_config(tmp_path / "run.yaml", config)
-
-
-def _attempt_places(server: DatabaseServer) -> list[tuple[int, str, str, str, str]]:
-    """(job id, kind, outcome, host, worker) of every attempt."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(server.url_with_password)
-    try:
-        with engine.connect() as db:
-            return [tuple(row) for row in db.execute(  # type: ignore[misc]
-                text("select job_id, kind, outcome, host, worker from attempts order by id"))]
-    finally:
-        engine.dispose()
-
-
 def test_grid_over_three_nodes_is_archived_from_where_each_model_ran(
     tmp_path: Path, null_home: Path, box: ClusterBox, ledger_server: DatabaseServer
 ) -> None:
@@ -244,6 +224,60 @@ def test_node_killed_mid_grid_loses_nothing_and_archives_each_model_once(
     assert sum(summary["model_runs"].values()) > 6
 
 
-def _address(worker: str) -> str:
-    """tls://198.18.0.11:40123 -> 198.18.0.11"""
-    return re.sub(r"^\w+://|:\d+$", "", worker)
+def test_compute_nodes_without_a_route_to_the_archive_archive_through_workers_on_the_driver_host(
+    tmp_path: Path, null_home: Path, box: ClusterBox, ledger_server: DatabaseServer, sshd: Sshd
+) -> None:
+    """The SFTP archive listens on the login node's loopback: no compute node can reach it. With
+    cluster.archive_workers the outputs move to scratch.staging (shared) and archivals run on this host."""
+    ledger_server.reset()
+    env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD, "SSH_AUTH_SOCK": "",
+           "PDRFLOW_SFTP_PASSWORD": ""}
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    storage = {"kind": "sftp", "host": sshd.host, "port": sshd.port, "username": "root", "root": str(archive),
+               "key_filename": str(sshd.client_key), "known_hosts": str(sshd.write_known_hosts(tmp_path / "known")),
+               "connect_timeout": 5, "operation_timeout": 10}
+    home = slow_null_home(tmp_path, null_home, 1.0)
+    config = _grid_config(tmp_path, home, box, ledger_server, fuv=[10.0, 100.0])
+    document = yaml.safe_load(config.read_text())
+    document["storage"] = storage
+    document["cluster"]["archive_workers"] = 2
+    document["scratch"]["staging"] = str(tmp_path / "staging")
+    config.write_text(yaml.safe_dump(document))
+    done = cli("run", str(config), env=env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = assert_consistent(config, env=env, models=4)
+    assert summary["counts"] == {"archived": 4}
+    places = _attempt_places(ledger_server)
+    models = {host for _, kind, _, host, _ in places if kind == "model"}
+    archivals = {(outcome, host) for _, kind, outcome, host, _ in places if kind == "archive"}
+    assert models <= set(box.nodes), places  # computed on the nodes ...
+    assert archivals == {("ok", socket.gethostname())}, places  # ... archived here, each at the first try
+    assert sorted(p.name for p in (tmp_path / "staging").iterdir()) == []  # staged outputs gone once archived
+    assert list(box.scratch.iterdir()) == []
+
+
+def test_without_archive_workers_nodes_that_cannot_reach_the_archive_fail_the_archival_only(
+    tmp_path: Path, null_home: Path, box: ClusterBox, ledger_server: DatabaseServer, sshd: Sshd
+) -> None:
+    """The same archive with archivals on the compute nodes: every model is computed, every archival fails
+    (connection refused on the node's own loopback): failed_storage, exit 1, no model computed twice."""
+    ledger_server.reset()
+    env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD, "SSH_AUTH_SOCK": "",
+           "PDRFLOW_SFTP_PASSWORD": ""}
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    storage = {"kind": "sftp", "host": sshd.host, "port": sshd.port, "username": "root", "root": str(archive),
+               "key_filename": str(sshd.client_key), "known_hosts": str(sshd.write_known_hosts(tmp_path / "known")),
+               "connect_timeout": 3, "operation_timeout": 5}
+    config = _grid_config(tmp_path, null_home, box, ledger_server, fuv=[10.0])
+    document = yaml.safe_load(config.read_text())
+    document["storage"] = storage
+    document["run"]["archive_attempts"] = 1
+    config.write_text(yaml.safe_dump(document))
+    done = cli("run", str(config), env=env, timeout=180)
+    assert done.returncode == 1, done.stdout + done.stderr
+    shown = cli("status", str(config), "--json", env=env)
+    assert json.loads(shown.stdout)["counts"] == {"failed_storage": 2}, shown.stdout + shown.stderr
+    places = _attempt_places(ledger_server)
+    assert sorted(outcome for _, kind, outcome, _, _ in places if kind == "model") == ["ok", "ok"]

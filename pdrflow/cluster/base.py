@@ -10,6 +10,11 @@ from distributed import Client
 
 from ..dashboard.plugin import ROUTES_MODULE
 
+# Worker resources when some workers only archive (cluster.slurm.archive_workers): models ask for the first,
+# archivals for the second, so that neither runs where it must not.
+MODEL_RESOURCE = "pdrflow-model"
+ARCHIVE_RESOURCE = "pdrflow-archive"
+
 
 def scheduler_settings() -> dict[str, object]:
     """The dask config every pdrflow scheduler starts with (read when the Scheduler is made).
@@ -30,3 +35,7 @@ class ClusterHandle:
     shared_scratch: bool  # True: every worker sees every scratch dir (no pinning needed)
     dashboard_link: str | None
     maintain: Callable[[], None] | None = None  # called from the driver loop every few seconds
+    # Dask worker resources the tasks must ask for when some workers only archive (cluster.slurm.archive_workers):
+    # models never run on those, archivals only there. None: any worker runs either.
+    model_resources: dict[str, float] | None = None
+    archive_resources: dict[str, float] | None = None

@@ -28,7 +28,8 @@ from dask.utils import parse_bytes
 from ..config import Config, SlurmClusterConfig
 from ..errors import ConfigError
 from ..ledger.lease import GridLease
-from .base import ClusterHandle
+from .archive_workers import archive_workers
+from .base import ARCHIVE_RESOURCE, MODEL_RESOURCE, ClusterHandle
 from .security import (
     PROTOCOL,
     job_class_without,
@@ -225,10 +226,14 @@ def slurm_cluster(
         # name; a fresh 0700 directory per run, removed at the end.
         credentials = private_directory(credentials_parent(config_directory), ".pdrflow-tls-")
         given.update(security=security, protocol=PROTOCOL, shared_temp_directory=str(credentials))
+    # With archive workers, compute workers say so: models run only there (a job's cores bound any of its
+    # processes' threads, so the amount never limits them), archivals only on the driver's host.
+    model_resources = {MODEL_RESOURCE: 1.0} if config.archive_workers else None
+    resources = ["--resources", f"{MODEL_RESOURCE}={int(cores)}"] if config.archive_workers else []
     try:
         cluster = SLURMCluster(
             cores=cores, memory=memory, processes=config.processes, walltime=walltime, python=sys.executable,
-            worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime))],
+            worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime)), *resources],
             # null: no dashboard (dask-jobqueue's own default would be every interface's :8787)
             scheduler_options={"dashboard_address": config.dashboard_address} if config.dashboard_address
             else {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
@@ -248,14 +253,17 @@ def slurm_cluster(
         cluster.adapt(minimum_jobs=config.min_jobs, maximum_jobs=config.max_jobs)
         client = Client(cluster)
         try:
-            yield ClusterHandle(
-                client=client,
-                worker_slots=config.max_jobs * int(cores),
-                shared_scratch=False,
-                dashboard_link=local_dashboard_link(cluster.dashboard_link, config.dashboard_address)
-                if config.dashboard_address else None,
-                maintain=watchdog,
-            )
+            with archive_workers(cluster, config.archive_workers, security):
+                yield ClusterHandle(
+                    client=client,
+                    worker_slots=config.max_jobs * int(cores),
+                    shared_scratch=False,
+                    dashboard_link=local_dashboard_link(cluster.dashboard_link, config.dashboard_address)
+                    if config.dashboard_address else None,
+                    maintain=watchdog,
+                    model_resources=model_resources,
+                    archive_resources={ARCHIVE_RESOURCE: 1.0} if config.archive_workers else None,
+                )
         finally:
             client.close()
     finally:

@@ -259,6 +259,30 @@ def collect_manifest(job: ModelJob, settings: RunSettings, scratch: Path, proven
                     provenance, tuple(missing))
 
 
+def stage_outputs(manifest: Manifest, staging_root: Path) -> Manifest:
+    """Move a computed model's outputs from node-local scratch to the shared staging directory.
+
+    For compute nodes that cannot reach the archive: workers on the driver's host archive them from
+    there (cluster.slurm.archive_workers). Copied file by file with their digests checked, the manifest
+    written last (a staged dir without it is not staged), and only then the node-local scratch removed.
+    """
+    scratch = Path(manifest.scratch_dir)
+    staging_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staged = staging_root / scratch.name
+    staged.mkdir(mode=0o700)
+    shutil.copyfile(scratch / SCRATCH_MARKER, staged / SCRATCH_MARKER)  # `pdrflow clean` can prove it is ours
+    for entry in manifest.files:
+        target = staged / entry.source
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(scratch / entry.source, target)
+        if sha256_file(target) != (entry.size, entry.sha256):
+            raise _StepFailed(f"staging {entry.source} to {staged}: the copy differs from the output")
+    moved = dataclasses.replace(manifest, scratch_dir=str(staged))
+    (staged / MANIFEST_FILE).write_text(moved.to_json())
+    shutil.rmtree(scratch, ignore_errors=True)
+    return moved
+
+
 def _staged_here(staged_dir: str) -> bool:
     return (Path(staged_dir) / MANIFEST_FILE).is_file()
 
@@ -311,6 +335,9 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
         provenance["ended"] = _now()
         manifest = collect_manifest(job, settings, scratch, provenance)
         (scratch / MANIFEST_FILE).write_text(manifest.to_json())
+        if settings.staging_root is not None:
+            manifest = stage_outputs(manifest, settings.staging_root)
+            scratch = Path(manifest.scratch_dir)
     except _StepFailed as exc:
         error = str(exc)
     except ModelInterrupted:

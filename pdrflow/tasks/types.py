@@ -29,6 +29,9 @@ class RunSettings:
     # Scratch-relative outputs a run must write (kosma_tau.required_outputs, checked by
     # tasks.run.check_required_outputs); other expected outputs are archived when present.
     required_outputs: tuple[str, ...]
+    # scratch.staging: a computed model's outputs move from node-local scratch to this shared directory,
+    # where any worker that sees it (the driver host's archive workers) archives them; None: they stay.
+    staging_root: Path | None = None
 
 
 @dataclass(frozen=True)
