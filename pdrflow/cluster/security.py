@@ -21,6 +21,7 @@ password when the ledger is SQLite, the SFTP password when the archive is not SF
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -180,12 +181,38 @@ def withheld_from_workers(config: Config) -> tuple[str, ...]:
     return tuple(withheld)
 
 
-def job_class_without(withheld: tuple[str, ...]) -> type:
+class _SubmitSpacing:
+    """At least ``interval`` seconds between the starts of two sbatch calls of one cluster (adapt() asks for many
+    jobs at once; a burst of submissions is what slurmctld handles worst). Async-safe: one lock, made on the
+    cluster's event loop at its first use."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._lock: asyncio.Lock | None = None
+        self._last = -float("inf")
+
+    async def wait(self) -> None:
+        if self.interval <= 0:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            delay = self._last + self.interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._last = time.monotonic()
+
+
+def job_class_without(withheld: tuple[str, ...], submit_interval: float = 0.0) -> type:
     """dask-jobqueue's SLURMJob, its ``sbatch`` run without the ``withheld`` variables in its environment: what a
-    job does not need never reaches slurmctld, the job's stored environment or the worker processes."""
+    job does not need never reaches slurmctld, the job's stored environment or the worker processes.
+    ``submit_interval`` (cluster.slurm.submit_interval): seconds at least between two sbatch calls."""
     from dask_jobqueue.slurm import SLURMJob
 
+    spacing = _SubmitSpacing(submit_interval)
+
     async def _submit_job(self: SLURMJob, script_filename: str) -> str:
+        await spacing.wait()
         environment = {name: value for name, value in os.environ.items() if name not in withheld}
         return str(await self._call([*shlex.split(self.submit_command), script_filename], env=environment))
 

@@ -239,7 +239,7 @@ def slurm_cluster(
             else {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             # sbatch exports its environment: not the passwords jobs never use (dask-jobqueue types the class
             # parameter as an instance)
-            job_cls=job_class_without(withheld),  # type: ignore[arg-type]
+            job_cls=job_class_without(withheld, config.submit_interval),  # type: ignore[arg-type]
             **given,
         )
     except BaseException:

@@ -1,8 +1,11 @@
-"""Per-worker-process ledger engine and storage connection, kept by a Dask WorkerPlugin.
+"""Per-worker-process ledger engine and the run's connection budgets, kept by a Dask WorkerPlugin.
 
-One engine (a small pool) and one storage connection per worker process, reused by every
-task on that worker, instead of a connection per call or per file. Outside a Dask worker
-(tests, the driver process) a task opens its own and closes it afterwards.
+One engine per worker process, reused by every task on that worker. It keeps no connection
+between transactions, and each transaction's connection holds a lease of the run's database
+budget; an archival opens its own storage connection under a lease of the storage budget and
+closes it when done (``tasks/budget.py``): all workers together stay within
+``database.max_connections`` and ``storage.max_connections``. Outside a Dask worker (tests, the
+driver process) a task opens its own engine and storage, unleased, and closes them afterwards.
 """
 
 from __future__ import annotations
@@ -17,12 +20,22 @@ from contextlib import contextmanager
 from typing import Any
 
 from distributed import WorkerPlugin, get_worker
+from sqlalchemy.engine import URL
 
 from ..ledger import Ledger
 from ..storage import Storage, open_storage
+from .budget import Budget, database_budget_name, leased_pool, storage_budget_name
 from .types import RunSettings
 
 PLUGIN_NAME = "pdrflow-resources"
+WORKER_APPLICATION_NAME = "pdrflow-worker"  # PostgreSQL's pg_stat_activity tells worker sessions from the driver's
+
+
+def _worker_url(settings: RunSettings) -> URL:
+    url = settings.database.sqlalchemy_url()
+    if url.drivername.startswith("postgresql") and "application_name" not in url.query:
+        url = url.update_query_dict({"application_name": WORKER_APPLICATION_NAME})
+    return url
 
 
 class WorkerResources(WorkerPlugin):
@@ -31,7 +44,7 @@ class WorkerResources(WorkerPlugin):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ledgers: dict[str, Ledger] = {}
-        self._storages: dict[str, Storage] = {}
+        self._budgets: dict[str, Budget] = {}
         self._process_groups: set[int] = set()  # KOSMA-tau steps running on this worker
         self.stopping = threading.Event()  # set once the driver stopped: kills are interruptions
 
@@ -41,19 +54,33 @@ class WorkerResources(WorkerPlugin):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()  # type: ignore[misc]
 
+    def budget(self, name: str, max_leases: int | None) -> Budget:
+        with self._lock:
+            if name not in self._budgets:
+                self._budgets[name] = Budget(name, max_leases)
+            return self._budgets[name]
+
     def ledger(self, settings: RunSettings) -> Ledger:
-        key = settings.database.sqlalchemy_url().render_as_string(hide_password=True)
+        url = _worker_url(settings)
+        key = url.render_as_string(hide_password=True)
+        budget = self.budget(database_budget_name(settings.grid), settings.database.max_connections)
         with self._lock:
             if key not in self._ledgers:
-                self._ledgers[key] = Ledger(settings.database.sqlalchemy_url(), create=False)
+                self._ledgers[key] = Ledger(url, create=False, poolclass=leased_pool(budget))
             return self._ledgers[key]
 
-    def storage(self, settings: RunSettings) -> Storage:
-        key = settings.storage.model_dump_json()  # SecretStr dumps masked: no secret in the key
-        with self._lock:
-            if key not in self._storages:
-                self._storages[key] = open_storage(settings.storage)
-            return self._storages[key]
+    @contextmanager
+    def storage(self, settings: RunSettings) -> Iterator[Storage]:
+        """A connection of this archival's own, open only while it holds a lease of the storage budget.
+        The lease is taken before the connection is made, so the budget alone bounds the SSH connects in
+        progress at once (well under sshd's default MaxStartups of 10); nothing else spreads them."""
+        budget = self.budget(storage_budget_name(settings.grid), settings.storage.max_connections)
+        with budget.held():
+            storage = open_storage(settings.storage)
+            try:
+                yield storage
+            finally:
+                storage.close()
 
     def setup(self, worker: Any) -> None:
         # When the worker retires (--lifetime, before the batch job's walltime), if it ever does.
@@ -104,12 +131,12 @@ class WorkerResources(WorkerPlugin):
     def teardown(self, worker: Any) -> None:
         self.kill_running()
         with self._lock:
-            for storage in self._storages.values():
-                storage.close()
             for ledger in self._ledgers.values():
                 ledger.close()
-            self._storages.clear()
+            for budget in self._budgets.values():
+                budget.close()
             self._ledgers.clear()
+            self._budgets.clear()
 
 
 def _plugin() -> WorkerResources | None:
@@ -174,7 +201,8 @@ def task_ledger(settings: RunSettings) -> Iterator[Ledger]:
 def task_storage(settings: RunSettings) -> Iterator[Storage]:
     plugin = _plugin()
     if plugin is not None:
-        yield plugin.storage(settings)
+        with plugin.storage(settings) as storage:
+            yield storage
         return
     storage = open_storage(settings.storage)
     try:

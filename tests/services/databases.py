@@ -61,17 +61,21 @@ class DatabaseServer:
     directory: Path
     pid: int | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # PostgreSQL only: a second address it also listens on, which the URLs name (a test network's, e.g. the
+    # cluster box's bridge, whose /24 may log in with the password); loopback is always listened on.
+    address: str = "127.0.0.1"
+    max_connections: int | None = None  # PostgreSQL's max_connections (None: its default, 100)
 
     @property
     def url(self) -> str:
         """The URL pdrflow gets: no password in it (that comes from PDRFLOW_DB_PASSWORD)."""
         driver = "postgresql+psycopg" if self.kind == "postgresql" else "mysql+pymysql"
-        return f"{driver}://{APP_USER}@127.0.0.1:{self.port}/{APP_DATABASE}"
+        return f"{driver}://{APP_USER}@{self.address}:{self.port}/{APP_DATABASE}"
 
     @property
     def url_with_password(self) -> str:
         driver = "postgresql+psycopg" if self.kind == "postgresql" else "mysql+pymysql"
-        return f"{driver}://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{self.port}/{APP_DATABASE}"
+        return f"{driver}://{APP_USER}:{APP_PASSWORD}@{self.address}:{self.port}/{APP_DATABASE}"
 
     # ---- PostgreSQL ---------------------------------------------------------------------------
 
@@ -84,12 +88,15 @@ class DatabaseServer:
         _as("postgres", [self._pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"])
         (data / "pg_hba.conf").write_text(
             "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+            + (f"host all all {self.address}/24 scram-sha-256\n" if self.address != "127.0.0.1" else "")
         )
 
     def _pg_start(self) -> None:
         data = self.directory / "data"
         _as("postgres", [self._pg_bin("pg_ctl"), "-D", str(data), "-w", "-l", str(self.directory / "log"), "start",
-                         "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"])
+                         "-o", f"-p {self.port} -k {self.directory} -c listen_addresses="
+                         + ",".join(dict.fromkeys(("127.0.0.1", self.address)))
+                         + (f" -c max_connections={self.max_connections}" if self.max_connections else "")])
         self.pid = int((data / "postmaster.pid").read_text().split()[0])
 
     def _pg_setup_app(self) -> None:
@@ -178,12 +185,16 @@ class DatabaseServer:
                            check=True, capture_output=True, timeout=60)
 
 
-def start_server(kind: str) -> DatabaseServer:
+def start_server(kind: str, address: str = "127.0.0.1", max_connections: int | None = None) -> DatabaseServer:
+    """``address``: PostgreSQL also listens there and its URLs name it (see ``DatabaseServer.address``).
+    ``max_connections``: PostgreSQL's (None: its default)."""
+    if kind != "postgresql" and address != "127.0.0.1":
+        raise ValueError(f"{kind} listens on loopback only in these tests")
     directory = Path(tempfile.mkdtemp(prefix=f"pdrflow-{kind}-"))
     os.chmod(directory, 0o755)
     if kind == "postgresql":
         shutil.chown(directory, "postgres", "postgres")
-    server = DatabaseServer(kind, free_port(), directory)
+    server = DatabaseServer(kind, free_port(), directory, address=address, max_connections=max_connections)
     try:
         server.start(first=True)
     except BaseException:

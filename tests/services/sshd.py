@@ -115,6 +115,8 @@ class Sshd:
 
     workdir: Path | None = None
     password_authentication: bool = False
+    # Several test clients connect at once; None: sshd's own default (10:30:100), which pdrflow must live with.
+    max_startups: str | None = "100"
     host: str = "127.0.0.1"
     port: int = 0
     pid: int | None = None
@@ -194,7 +196,7 @@ class Sshd:
                     "UsePAM no",
                     "StrictModes no",  # the keys live under /tmp
                     "UseDNS no",
-                    "MaxStartups 100",  # several test clients connect at once
+                    *([f"MaxStartups {self.max_startups}"] if self.max_startups else []),
                     "MaxSessions 100",  # pdrflow opens several SFTP channels on one connection
                     "LogLevel VERBOSE",
                     "Subsystem sftp internal-sftp",
