@@ -111,6 +111,22 @@ def test_requeue_running_touches_only_running_jobs(ledger_and_specs) -> None:
     assert ledger_rows(db, "select outcome, error from attempts") == [("interrupted", "driver stopped")]
 
 
+def test_a_run_given_up_while_it_ran_cannot_finish_the_job_of_the_run_after_it(ledger_and_specs) -> None:
+    """A worker counted as lost may still finish its thread: that late finish changes nothing."""
+    ledger, specs, db = ledger_and_specs
+    ledger.register_grid("g", specs)
+    job = ledger.jobs("g")[0]
+    lost = ledger.start_model(job.id, "node1", "tls://node1:1").attempt_id
+    ledger.requeue_running([job.id], "run lost: KilledWorker")
+    rerun = ledger.start_model(job.id, "node2", "tls://node2:1").attempt_id
+    assert lost is not None and rerun is not None
+    assert not ledger.finish_model(job.id, lost, error=None, staged_dir="/scratch/node1/x", host="node1", provenance={})
+    assert ledger.job(job.id).state == JobState.RUNNING  # still the rerun's
+    assert ledger.finish_model(job.id, rerun, error=None, staged_dir="/scratch/node2/y", host="node2", provenance={})
+    assert (ledger.job(job.id).state, ledger.job(job.id).staged_dir) == (JobState.COMPUTED, "/scratch/node2/y")
+    assert ledger_rows(db, "select outcome from attempts order by id") == [("interrupted",), ("ok",)]
+
+
 def test_schema_revision_constant_is_the_newest_migration() -> None:
     from pdrflow.ledger.migrate import SCHEMA_REVISION, head_revision
 

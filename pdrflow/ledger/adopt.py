@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from ..errors import LedgerError
 from ..states import JobState
-from .ledger import Ledger, _transient_db_errors
+from .ledger import Ledger
+from .retries import _transient_db_errors
 from .schema import (
     ArchivedFile,
     Attempt,

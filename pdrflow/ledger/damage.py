@@ -9,7 +9,8 @@ from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import CursorResult
 
 from ..states import JobState
-from .ledger import Ledger, _transient_db_errors
+from .ledger import Ledger
+from .retries import _transient_db_errors
 from .schema import ArchivedFile, Attempt, AttemptKind, AttemptOutcome, PreexistingFile, utcnow
 
 

@@ -7,24 +7,24 @@ with bounded backoff, never by matching message text.
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, Table, create_engine, event, func, select, update
 from sqlalchemy.engine import URL, CursorResult, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
+from sqlalchemy.pool import Pool
 
-from ..errors import ConfigError, LedgerError
-from ..states import ALLOWED_TRANSITIONS, REPAIR_TRANSITIONS, JobState
-from ..storage.base import StoredFile
+from ..errors import ConfigError
+from ..states import JobState
+from .archival import ArchiveRecords
+from .filesystems import NETWORK_FILESYSTEMS, filesystem_type
 from .migrate import ensure_schema
+from .retries import _transient_db_errors
 from .schema import (
     ArchivedFile,
     Attempt,
@@ -36,80 +36,47 @@ from .schema import (
     PreexistingFile,
     utcnow,
 )
+from .types import ArchiveClaims, JobRef, ModelStart, Registration  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from ..grid import ModelSpec
 
+log = logging.getLogger("pdrflow")
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _transient(error: BaseException) -> bool:
-    """Worth retrying: by error class (lock, dropped connection, deadlock), never by message text."""
-    return isinstance(error, OperationalError) or (isinstance(error, DBAPIError) and error.connection_invalidated)
+def _sqlite_pragmas() -> Callable[[Any, Any], None]:
+    """The connect hook of one SQLite engine.
 
+    WAL (readers never block the archival commits) keeps its index in memory shared by the processes
+    of one host (the mmapped -shm file): on a network filesystem that corrupts the ledger or fails. There
+    the journal is DELETE, with synchronous FULL (NORMAL is safe with WAL only), and the engine says why, once.
+    """
+    warned = False
 
-def _transient_db_errors(method: Callable[P, T]) -> Callable[P, T]:
-    """Retry a whole ledger operation (a fresh transaction each time) for ``self.patience`` seconds."""
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        nonlocal warned
+        cursor = dbapi_connection.cursor()
+        try:
+            # The file SQLite really opened (relative paths, file: URIs); "" for an in-memory database. Looked
+            # up per new connection (pooled, so rarely): reading mountinfo costs well under a millisecond.
+            main = next((row[2] for row in cursor.execute("PRAGMA database_list").fetchall() if row[1] == "main"), "")
+            fstype = filesystem_type(main) if main else None
+            network = fstype in NETWORK_FILESYSTEMS
+            if network and not warned:
+                warned = True
+                log.warning("the SQLite ledger %s is on a network filesystem (%s): journal_mode=DELETE, not WAL "
+                            "(WAL needs memory shared on one host); workers on other hosts need PostgreSQL or "
+                            "MariaDB", main, fstype)
+            cursor.execute(f"PRAGMA journal_mode={'DELETE' if network else 'WAL'}")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA synchronous={'FULL' if network else 'NORMAL'}")  # NORMAL: safe with WAL
+        finally:
+            cursor.close()
 
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        ledger = args[0]
-        for attempt in Retrying(
-            retry=retry_if_exception(_transient),
-            stop=stop_after_delay(ledger.patience),  # type: ignore[attr-defined]
-            wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
-            reraise=True,
-        ):
-            with attempt:
-                return method(*args, **kwargs)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    return wrapper
-
-
-@dataclass(frozen=True)
-class JobRef:
-    """What the driver needs to act on a job, detached from any session."""
-
-    id: int
-    name: str
-    state: JobState
-    model_hash: str
-    staged_dir: str | None
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class ArchiveClaims:
-    """What the ledger knows about the files at one job's archive paths (before an archival writes)."""
-
-    own: dict[str, frozenset[str]]  # path -> sha256 digests pdrflow wrote or planned there for this job
-    preexisting: dict[str, tuple[int, str]]  # path -> (PreexistingFile id, sha256 found), not moved aside yet
-
-
-@dataclass(frozen=True)
-class ModelStart:
-    """What ``start_model`` decided: a new attempt, or (``attempt_id`` None) outputs already staged."""
-
-    attempt_id: int | None
-    staged_dir: str | None = None
-
-
-@dataclass(frozen=True)
-class Registration:
-    total: int
-    new: int
-    archived: int
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the archival commits
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; a crash loses no committed txn
-    cursor.close()
+    return pragmas
 
 
 def _create_private(database: str | None) -> None:
@@ -123,13 +90,18 @@ def _create_private(database: str | None) -> None:
         pass
 
 
-def make_engine(url: URL | str) -> Engine:
+def make_engine(url: URL | str, poolclass: type[Pool] | None = None) -> Engine:
+    """``poolclass``: a worker's pool that keeps no connection between transactions (tasks/budget.py);
+    None: the driver's, which keeps a few."""
     url_text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
     if url_text.startswith("sqlite"):
         _create_private(make_url(url_text).database)
-        engine = create_engine(url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        pool: dict[str, Any] = {} if poolclass is None else {"poolclass": poolclass}
+        engine = create_engine(url, connect_args={"timeout": 30}, **pool)
+        event.listen(engine, "connect", _sqlite_pragmas())  # one hook (and one warning) per engine
         return engine
+    if poolclass is not None:
+        return create_engine(url, poolclass=poolclass)
     return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2, pool_recycle=3600)
 
 
@@ -161,13 +133,14 @@ def _model_ids(session: Session, hashes: Sequence[str]) -> dict[str, int]:
     return ids
 
 
-class Ledger:
-    def __init__(self, url: URL | str, *, create: bool = True, patience: float = 20.0) -> None:
+class Ledger(ArchiveRecords):
+    def __init__(self, url: URL | str, *, create: bool = True, patience: float = 20.0,
+                 poolclass: type[Pool] | None = None) -> None:
         """``create``: make the schema in an empty database and check its revision (the driver);
         workers pass False and trust the driver's check. ``patience``: seconds a call keeps
-        retrying transient database errors before it raises."""
+        retrying transient database errors before it raises. ``poolclass``: see ``make_engine``."""
         self.patience = patience
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, poolclass)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
             ensure_schema(self.engine)
@@ -351,33 +324,6 @@ class Ledger:
                 ],
             }
 
-    # ---- transitions -----------------------------------------------------------------------
-
-    @staticmethod
-    def _move(session: Session, job_id: int, new: JobState, reason: str | None = None, *, repair: bool = False,
-              **values: Any) -> Job:
-        job = session.get(Job, job_id, with_for_update=True)
-        if job is None:
-            raise LedgerError(f"job {job_id} does not exist")
-        old = JobState(job.state)
-        if new not in ALLOWED_TRANSITIONS[old] or ((old, new) in REPAIR_TRANSITIONS and not repair):
-            raise LedgerError(f"job {job_id} ({job.name}): illegal transition {old} -> {new}")
-        job.state = new.value
-        job.reason = reason
-        for key, value in values.items():
-            setattr(job, key, value)
-        return job
-
-    @staticmethod
-    def _finish_attempt(session: Session, attempt_id: int, outcome: AttemptOutcome, error: str | None,
-                        **values: Any) -> None:
-        # Core statement on the table: no ORM bulk-update bookkeeping (a few ms per call).
-        attempts = cast(Table, Attempt.__table__)
-        session.execute(
-            update(attempts).where(attempts.c.id == attempt_id)
-            .values(outcome=outcome.value, error=error, ended_at=utcnow(), **values)
-        )
-
     @_transient_db_errors
     def start_model(self, job_id: int, host: str, worker: str | None, slurm_job_id: str | None = None,
                     staged_readable: Callable[[str], bool] | None = None) -> ModelStart:
@@ -416,10 +362,18 @@ class Ledger:
     def finish_model(
         self, job_id: int, attempt_id: int, *, error: str | None, staged_dir: str | None, host: str,
         provenance: dict[str, Any], missing_outputs: Sequence[str] = (),
-    ) -> None:
+    ) -> bool:
         """``missing_outputs``: optional expected outputs the run did not write (NULL when none, so that
-        counting them is ``IS NOT NULL`` on every backend)."""
+        counting them is ``IS NOT NULL`` on every backend).
+
+        Returns False, changing nothing, when the attempt is no longer running: the run was given up
+        while it ran (its worker declared lost, the job requeued and perhaps running again elsewhere),
+        and a late finish must not take the job over from the run that has it now."""
         with self._session() as session:
+            session.get(Job, job_id, with_for_update=True)  # after a requeue of the job, or before it: not during
+            outcome = session.scalar(select(Attempt.outcome).where(Attempt.id == attempt_id))
+            if outcome != AttemptOutcome.RUNNING.value:
+                return False
             if error is None:
                 self._move(session, job_id, JobState.COMPUTED, staged_dir=staged_dir, staged_host=host,
                            provenance=provenance, missing_outputs=list(missing_outputs) or None)
@@ -428,97 +382,7 @@ class Ledger:
                 self._move(session, job_id, JobState.FAILED_MODEL, error, staged_dir=staged_dir, staged_host=host,
                            provenance=provenance)
                 self._finish_attempt(session, attempt_id, AttemptOutcome.FAILED, error)
-
-    @_transient_db_errors
-    def start_archive(self, job_id: int, host: str, worker: str | None,
-                      planned_files: dict[str, str] | None = None) -> int:
-        """``planned_files`` (archive path -> sha256) is recorded before any byte is uploaded: whatever an
-        archival cut off leaves at a final path is then known to be pdrflow's own."""
-        with self._session() as session:
-            job = session.get(Job, job_id)
-            if job is None or job.state not in (JobState.COMPUTED, JobState.FAILED_STORAGE):
-                state = job.state if job is not None else "missing"
-                raise LedgerError(f"job {job_id}: cannot archive in state {state}")
-            attempt = Attempt(job_id=job_id, kind=AttemptKind.ARCHIVE.value, host=host, worker=worker,
-                              planned_files=planned_files)
-            session.add(attempt)
-            session.flush()
-            return attempt.id
-
-    @_transient_db_errors
-    def archive_attempts(self, job_id: int) -> int:
-        """How many archivals of this job were started (this one included)."""
-        with self._session() as session:
-            return int(session.scalar(
-                select(func.count()).select_from(Attempt)
-                .where(Attempt.job_id == job_id, Attempt.kind == AttemptKind.ARCHIVE.value)
-            ) or 0)
-
-    @_transient_db_errors
-    def archive_claims(self, job_id: int, attempt_id: int | None = None) -> ArchiveClaims:
-        """The digests this job's archived files and earlier archivals' plans put at its paths, and the
-        files found there before pdrflow (``PreexistingFile``) not moved aside yet. ``attempt_id``: the
-        running archival, left out (its plan is the staged files themselves)."""
-        own: dict[str, set[str]] = {}
-        with self._session() as session:
-            for path, digest in session.execute(
-                select(ArchivedFile.path, ArchivedFile.sha256).where(ArchivedFile.job_id == job_id)
-            ):
-                own.setdefault(path, set()).add(digest)
-            plans = select(Attempt.planned_files).where(
-                Attempt.job_id == job_id, Attempt.kind == AttemptKind.ARCHIVE.value, Attempt.planned_files.is_not(None)
-            )
-            if attempt_id is not None:
-                plans = plans.where(Attempt.id != attempt_id)
-            for (planned,) in session.execute(plans):
-                if isinstance(planned, str):  # a driver handing JSON back as text
-                    planned = json.loads(planned)
-                for path, digest in (planned or {}).items():
-                    own.setdefault(path, set()).add(str(digest))
-            preexisting = {
-                path: (row_id, digest)
-                for row_id, path, digest in session.execute(
-                    select(PreexistingFile.id, PreexistingFile.path, PreexistingFile.sha256)
-                    .where(PreexistingFile.job_id == job_id, PreexistingFile.moved_to.is_(None))
-                )
-            }
-        return ArchiveClaims({path: frozenset(digests) for path, digests in own.items()}, preexisting)
-
-    @_transient_db_errors
-    def record_moved_aside(self, moves: Sequence[tuple[int, str]]) -> None:
-        """(PreexistingFile id, archive path it was moved to) for files an archival moved out of its way."""
-        if not moves:
-            return
-        table = cast(Table, PreexistingFile.__table__)
-        now = utcnow()
-        with self._session() as session:
-            for row_id, moved_to in moves:
-                session.execute(update(table).where(table.c.id == row_id).values(moved_to=moved_to, moved_at=now))
-
-    @_transient_db_errors
-    def commit_archive(self, job_id: int, attempt_id: int, files: Sequence[StoredFile]) -> None:
-        """Record the job's files and its ``archived`` state in one transaction."""
-        with self._session() as session:
-            self._move(session, job_id, JobState.ARCHIVED, staged_dir=None)
-            # Core statements on the table (one executemany): the ORM's bulk path costs ~5 ms a model.
-            table = cast(Table, ArchivedFile.__table__)
-            session.execute(delete(table).where(table.c.job_id == job_id))
-            now = utcnow()
-            if files:
-                session.execute(
-                    insert(table),
-                    [{"job_id": job_id, "path": f.path, "size": f.size, "sha256": f.sha256, "archived_at": now}
-                     for f in files],
-                )
-            # The committed rows now say what the plan said (~10 kB a model: 1 GB over 100k models).
-            self._finish_attempt(session, attempt_id, AttemptOutcome.OK, None, planned_files=None)
-
-    @_transient_db_errors
-    def fail_archive(self, job_id: int, attempt_id: int | None, reason: str) -> None:
-        with self._session() as session:
-            self._move(session, job_id, JobState.FAILED_STORAGE, reason)
-            if attempt_id is not None:
-                self._finish_attempt(session, attempt_id, AttemptOutcome.FAILED, reason)
+        return True
 
     @_transient_db_errors
     def requeue(self, job_id: int, reason: str) -> None:
@@ -576,15 +440,3 @@ class Ledger:
                 .execution_options(synchronize_session=False)
             )).rowcount
         return jobs or 0, attempts or 0
-
-    @_transient_db_errors
-    def end_open_archive_attempts(self, job_ids: Iterable[int], reason: str) -> None:
-        ids = list(job_ids)
-        with self._session() as session:
-            for start in range(0, len(ids), 500):
-                session.execute(
-                    update(Attempt)
-                    .where(Attempt.job_id.in_(ids[start : start + 500]), Attempt.kind == AttemptKind.ARCHIVE.value,
-                           Attempt.outcome == AttemptOutcome.RUNNING.value)
-                    .values(outcome=AttemptOutcome.INTERRUPTED.value, error=reason, ended_at=utcnow())
-                )

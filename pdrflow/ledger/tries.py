@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 
 from ..states import JobState
-from .ledger import Ledger, _transient_db_errors
+from .ledger import Ledger
+from .retries import _transient_db_errors
 from .schema import Attempt, AttemptKind, AttemptOutcome, Job, utcnow
 
 

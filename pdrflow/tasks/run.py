@@ -350,8 +350,13 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
         error = f"cannot prepare or read the scratch directory: {exc.strerror or exc} ({exc.filename})"
     provenance.setdefault("ended", _now())
     with task_ledger(settings) as ledger:
-        ledger.finish_model(job.job_id, attempt_id, error=error, staged_dir=str(scratch) if scratch else None,
-                            host=host, provenance=provenance, missing_outputs=manifest.missing if manifest else ())
+        recorded = ledger.finish_model(job.job_id, attempt_id, error=error,
+                                       staged_dir=str(scratch) if scratch else None, host=host,
+                                       provenance=provenance, missing_outputs=manifest.missing if manifest else ())
+    if not recorded:  # given up while it ran: another run has the job now; these outputs are no one's
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise ModelInterrupted(f"job {job.job_id}: this run was given up while it ran (its worker counted as lost)")
     if error is not None:
         if scratch is not None and not settings.keep_failed:
             shutil.rmtree(scratch, ignore_errors=True)
