@@ -17,13 +17,15 @@ from services.sshd import Sshd
 # slow: builds and runs whole grids for a minute or more. Fixtures imply marks; whole modules are listed.
 FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
     "sshd": ("services",), "mariadb": ("services",), "postgres": ("services",), "servers": ("services",),
-    "browser": ("services",), "slurm": ("services", "slurm"),
+    "browser": ("services",), "slurm": ("services", "slurm"), "slurm_elsewhere": ("services", "slurm"),
 }
 MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_slurm.py": ("services", "slurm", "slow"), "test_ledger_databases.py": ("services",),
-    "test_sftp_e2e.py": ("services",), "test_sftp_storage.py": ("services",),
+    "test_sftp_e2e.py": ("services",), "test_sftp_storage.py": ("services",), "test_sftp_download.py": ("services",),
     "test_report.py": ("slow",), "test_export.py": ("slow",), "test_quickstart.py": ("slow",),
-    "test_notebook.py": ("slow",), "test_fault_matrix.py": ("slow",),
+    "test_notebook.py": ("slow",), "test_fault_matrix.py": ("slow",), "test_budgets.py": ("services", "slow"),
+    "test_multinode.py": ("services", "slurm", "slow"),
+    "test_multinode_faults.py": ("services", "slurm", "slow"),
 }
 
 
@@ -71,7 +73,8 @@ def sshd() -> Iterator[Sshd]:
 # Under pytest-xdist (./scripts/test) tests are spread one by one over the workers, except these
 # modules, each of which runs on one worker, its tests one after another: the SLURM tests share the
 # machine's munged and one node's CPUs and time limits; the report tests share one computed grid.
-ONE_WORKER_MODULES = frozenset({"test_slurm.py", "test_report.py", "test_export.py"})
+ONE_WORKER_MODULES = frozenset({"test_slurm.py", "test_report.py", "test_export.py", "test_multinode.py",
+                                "test_multinode_faults.py"})
 
 try:
     from xdist.scheduler import LoadScopeScheduling
