@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from helpers import write_null_home
+from services.cluster_box import ClusterBox, start_cluster_box
+from services.databases import DatabaseServer, remove_server, start_server
 from services.marks import MARKS_VARIABLE
 from services.sshd import Sshd
 
@@ -17,7 +19,8 @@ from services.sshd import Sshd
 # slow: builds and runs whole grids for a minute or more. Fixtures imply marks; whole modules are listed.
 FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
     "sshd": ("services",), "mariadb": ("services",), "postgres": ("services",), "servers": ("services",),
-    "browser": ("services",), "slurm": ("services", "slurm"), "slurm_elsewhere": ("services", "slurm"),
+    "browser": ("services",), "slurm": ("services", "slurm"), "box": ("services", "slurm"),
+    "ledger_server": ("services",), "slurm_elsewhere": ("services", "slurm"),
 }
 MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_slurm.py": ("services", "slurm", "slow"), "test_ledger_databases.py": ("services",),
@@ -68,6 +71,22 @@ def sshd() -> Iterator[Sshd]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[ClusterBox]:
+    """A SLURM cluster of three nodes on this machine (tests/services/cluster_box.py), one per test module."""
+    cluster = start_cluster_box(3)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def ledger_server(box: ClusterBox) -> Iterator[DatabaseServer]:
+    """PostgreSQL on the box's login node, reachable from every node (the bridge address, password login)."""
+    server = start_server("postgresql", address=box.login_address)
+    yield server
+    remove_server(server)
 
 
 # Under pytest-xdist (./scripts/test) tests are spread one by one over the workers, except these

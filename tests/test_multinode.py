@@ -13,7 +13,6 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -24,7 +23,7 @@ from multinode_support import attempt_places as _attempt_places
 from multinode_support import grid_config as _grid_config
 from multinode_support import worker_address as _address
 from services.cluster_box import ClusterBox, start_cluster_box
-from services.databases import APP_PASSWORD, DatabaseServer, remove_server, start_server
+from services.databases import APP_PASSWORD, DatabaseServer
 from services.sshd import Sshd
 
 # A batch job as a Python script (no shell): where it ran, its address on the box's network, what its
@@ -69,21 +68,6 @@ def _reachable(address: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(1.0)
         return probe.connect_ex((address, port)) == 0
-
-
-@pytest.fixture(scope="module")
-def box() -> Iterator[ClusterBox]:
-    cluster = start_cluster_box(3)
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def ledger_server(box: ClusterBox) -> Iterator[DatabaseServer]:
-    """PostgreSQL on the login node, reachable from every node (the bridge address, password login)."""
-    server = start_server("postgresql", address=box.login_address)
-    yield server
-    remove_server(server)
 
 
 def _sbatch(box: ClusterBox, script: Path, node: str, out: Path, mode: str) -> str:
@@ -151,11 +135,35 @@ def test_grid_over_three_nodes_is_archived_from_where_each_model_ran(
 ) -> None:
     ledger_server.reset()
     env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD}
-    # 1.5 s per model: the first worker up cannot take the whole grid before the others join
-    home = slow_null_home(tmp_path, null_home, 1.5)
+    # The models wait at a gate until every node computes one: the first worker up cannot take the whole
+    # grid before the others join, however slowly a loaded machine starts them.
+    gate = tmp_path / "gate"
+    home = slow_null_home(tmp_path, null_home, 0)
+    pdrexe = home / "pdrexe"
+    pdrexe.write_text(pdrexe.read_text().replace("sleep 0\n", f"while [ ! -e {gate} ]; do sleep 0.1; done\n"))
     config = _grid_config(tmp_path, home, box, ledger_server, fuv=[10.0, 100.0, 1000.0])
-    done = cli("run", str(config), env=env, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
+
+    def computing_on_every_node() -> bool:
+        from sqlalchemy.exc import ProgrammingError
+
+        try:
+            places = _attempt_places(ledger_server)
+        except ProgrammingError:  # the driver has not created the ledger's tables yet
+            return False
+        return len({worker for _, kind, outcome, _, worker in places if kind == "model" and outcome == "running"}) == 3
+
+    driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **env, "COLUMNS": "200"})
+    try:
+        wait_for(computing_on_every_node, 150, "a model computing on every node", driver, interval=0.3)
+        gate.touch()
+        output, _ = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+    assert driver.returncode == 0, output
     # every job archived once, every ledger row's sha256 the bytes on disk, pdrflow verify exit 0
     summary = assert_consistent(config, env=env, models=6)
     assert summary["counts"] == {"archived": 6}
@@ -224,11 +232,10 @@ def test_node_killed_mid_grid_loses_nothing_and_archives_each_model_once(
     assert sum(summary["model_runs"].values()) > 6
 
 
-def test_compute_nodes_without_a_route_to_the_archive_archive_through_workers_on_the_driver_host(
-    tmp_path: Path, null_home: Path, box: ClusterBox, ledger_server: DatabaseServer, sshd: Sshd
-) -> None:
-    """The SFTP archive listens on the login node's loopback: no compute node can reach it. With
-    cluster.archive_workers the outputs move to scratch.staging (shared) and archivals run on this host."""
+def _loopback_archive(tmp_path: Path, box: ClusterBox, ledger_server: DatabaseServer,
+                      sshd: Sshd) -> tuple[dict[str, str], dict[str, object]]:
+    """An empty ledger, the run's environment, and an SFTP archive on the login node's loopback (sshd
+    listens on 127.0.0.1 of the root namespace: no compute node has a route to it)."""
     ledger_server.reset()
     env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD, "SSH_AUTH_SOCK": "",
            "PDRFLOW_SFTP_PASSWORD": ""}
@@ -236,7 +243,16 @@ def test_compute_nodes_without_a_route_to_the_archive_archive_through_workers_on
     archive.mkdir()
     storage = {"kind": "sftp", "host": sshd.host, "port": sshd.port, "username": "root", "root": str(archive),
                "key_filename": str(sshd.client_key), "known_hosts": str(sshd.write_known_hosts(tmp_path / "known")),
-               "connect_timeout": 5, "operation_timeout": 10}
+               "connect_timeout": 3, "operation_timeout": 5}
+    return env, storage
+
+
+def test_compute_nodes_without_a_route_to_the_archive_archive_through_workers_on_the_driver_host(
+    tmp_path: Path, null_home: Path, box: ClusterBox, ledger_server: DatabaseServer, sshd: Sshd
+) -> None:
+    """The SFTP archive listens on the login node's loopback: no compute node can reach it. With
+    cluster.archive_workers the outputs move to scratch.staging (shared) and archivals run on this host."""
+    env, storage = _loopback_archive(tmp_path, box, ledger_server, sshd)
     home = slow_null_home(tmp_path, null_home, 1.0)
     config = _grid_config(tmp_path, home, box, ledger_server, fuv=[10.0, 100.0])
     document = yaml.safe_load(config.read_text())
@@ -262,14 +278,7 @@ def test_without_archive_workers_nodes_that_cannot_reach_the_archive_fail_the_ar
 ) -> None:
     """The same archive with archivals on the compute nodes: every model is computed, every archival fails
     (connection refused on the node's own loopback): failed_storage, exit 1, no model computed twice."""
-    ledger_server.reset()
-    env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD, "SSH_AUTH_SOCK": "",
-           "PDRFLOW_SFTP_PASSWORD": ""}
-    archive = tmp_path / "archive"
-    archive.mkdir()
-    storage = {"kind": "sftp", "host": sshd.host, "port": sshd.port, "username": "root", "root": str(archive),
-               "key_filename": str(sshd.client_key), "known_hosts": str(sshd.write_known_hosts(tmp_path / "known")),
-               "connect_timeout": 3, "operation_timeout": 5}
+    env, storage = _loopback_archive(tmp_path, box, ledger_server, sshd)
     config = _grid_config(tmp_path, null_home, box, ledger_server, fuv=[10.0])
     document = yaml.safe_load(config.read_text())
     document["storage"] = storage

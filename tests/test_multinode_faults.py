@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from helpers import NULL_SPECIES, assert_consistent, cli, slow_null_home, wait_for
 from multinode_support import attempt_places, grid_config, worker_address
-from services.cluster_box import ClusterBox, start_cluster_box
-from services.databases import APP_PASSWORD, DatabaseServer, remove_server, start_server
+from services.cluster_box import ClusterBox
+from services.databases import APP_PASSWORD, DatabaseServer
 
 from pdrflow.ledger.schema import AttemptKind, AttemptOutcome
 
@@ -28,21 +28,6 @@ pytestmark = pytest.mark.timeout(300)
 
 CUT_SECONDS = 30.0
 FILES_PER_MODEL = 9 + 7 * len(NULL_SPECIES)  # the null home's outputs (as helpers.assert_consistent)
-
-
-@pytest.fixture(scope="module")
-def box() -> Iterator[ClusterBox]:
-    cluster = start_cluster_box(3)
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def ledger_server(box: ClusterBox) -> Iterator[DatabaseServer]:
-    """PostgreSQL on the login node, reachable from every node (the bridge address, password login)."""
-    server = start_server("postgresql", address=box.login_address)
-    yield server
-    remove_server(server)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ import pytest
 from . import processes
 from .databases import free_port, require
 from .marks import require_marked
-from .slurm import _ensure_munge
+from .slurm import _ensure_munge, daemon_settings
 
 NODE_CPUS = 1  # one worker job per node: a grid's jobs spread over the nodes, not packed on one
 NODE_MEMORY_MB = 2048
@@ -98,6 +98,8 @@ class ClusterBox:
     _slurmctld: subprocess.Popen[bytes] | None = None
     _bridge_made: bool = False
     partition: str = "debug"
+    cpus: int = NODE_CPUS  # per node: more lets one node hold several worker jobs (benchmarks/bench_scale.py)
+    memory_mb: int = NODE_MEMORY_MB  # per node, as slurm.conf's RealMemory (not checked against this machine's)
 
     # ---- what tests read ----------------------------------------------------------------------
 
@@ -225,8 +227,8 @@ class ClusterBox:
 
     def _write_conf(self) -> None:
         d = self.directory
-        nodes = "\n".join(f"NodeName={node.name} NodeAddr={node.address} CPUs={NODE_CPUS} "
-                          f"RealMemory={NODE_MEMORY_MB} State=UNKNOWN" for node in self._nodes)
+        nodes = "\n".join(f"NodeName={node.name} NodeAddr={node.address} CPUs={self.cpus} "
+                          f"RealMemory={self.memory_mb} State=UNKNOWN" for node in self._nodes)
         names = ",".join(self.nodes)
         # %n: every slurmd on this one machine needs its own spool, pid and log file
         self.conf.write_text(f"""ClusterName=pdrflowbox
@@ -234,33 +236,7 @@ SlurmctldHost=login({self.login_address})
 SlurmctldPort={self.slurmctld_port}
 SlurmdPort={self.slurmd_port}
 CommunicationParameters=NoCtldInAddrAny
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-StateSaveLocation={d / 'state'}
-SlurmdSpoolDir={d / 'spool-%n'}
-SlurmctldPidFile={d / 'slurmctld.pid'}
-SlurmdPidFile={d / 'slurmd-%n.pid'}
-SlurmctldLogFile={d / 'slurmctld.log'}
-SlurmdLogFile={d / 'slurmd-%n.log'}
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc={d / 'jobcomp.log'}
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=256
-SlurmdParameters=config_overrides
-ReturnToService=2
-MailProg=/bin/true
-SchedulerType=sched/backfill
-MinJobAge=5
-KillWait=2
-InactiveLimit=0
-MessageTimeout=10
-SlurmdTimeout=10
+{daemon_settings(d, per_node="-%n")}SlurmdTimeout=10
 {nodes}
 PartitionName={self.partition} Nodes={names} Default=YES MaxTime=INFINITE State=UP
 """)
@@ -349,8 +325,10 @@ PartitionName={self.partition} Nodes={names} Default=YES MaxTime=INFINITE State=
         return found
 
 
-def start_cluster_box(size: int = 3, idle_timeout: float = 60.0) -> ClusterBox:
-    """``size`` nodes (node1 ... nodeN) idle under their own slurmctld; ``stop()`` it when done."""
+def start_cluster_box(size: int = 3, idle_timeout: float = 60.0, cpus: int = NODE_CPUS,
+                      memory_mb: int = NODE_MEMORY_MB) -> ClusterBox:
+    """``size`` nodes (node1 ... nodeN) idle under their own slurmctld; ``stop()`` it when done.
+    ``cpus`` and ``memory_mb``: what each node offers SLURM (slurmd takes slurm.conf's word for it)."""
     require_marked("SLURM", "slurm")
     require(shutil.which("slurmctld") or "/usr/sbin/slurmctld", "SLURM (Debian packages slurmctld slurmd munge)")
     require(shutil.which("munged") or "/usr/sbin/munged", "munge (Debian package munge)")
@@ -366,7 +344,7 @@ def start_cluster_box(size: int = 3, idle_timeout: float = 60.0) -> ClusterBox:
     directory = Path(tempfile.mkdtemp(prefix=f"pdrflow-box-{suffix}-"))
     directory.chmod(0o755)
     subnet = _free_subnet()
-    box = ClusterBox(directory, suffix, subnet, size, free_port(), free_port())
+    box = ClusterBox(directory, suffix, subnet, size, free_port(), free_port(), cpus=cpus, memory_mb=memory_mb)
     box._nodes = [_Node(f"node{k}", f"{PREFIX}.{subnet}.{10 + k}", f"pdrflow-{suffix}-node{k}", f"pdr{suffix}n{k}")
                   for k in range(1, size + 1)]
     try:

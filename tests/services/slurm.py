@@ -68,6 +68,39 @@ def _ensure_munge() -> None:
     subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True, capture_output=True, timeout=30)
 
 
+def daemon_settings(directory: Path, per_node: str = "") -> str:
+    """The slurm.conf lines every test SLURM shares: root daemons, munge, files below ``directory``
+    (``per_node``, e.g. "-%n", when several slurmd share one machine), no accounting, short timeouts."""
+    d = directory
+    return f"""SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation={d / 'state'}
+SlurmdSpoolDir={d / f'spool{per_node}'}
+SlurmctldPidFile={d / 'slurmctld.pid'}
+SlurmdPidFile={d / f'slurmd{per_node}.pid'}
+SlurmctldLogFile={d / 'slurmctld.log'}
+SlurmdLogFile={d / f'slurmd{per_node}.log'}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={d / 'jobcomp.log'}
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=256
+SlurmdParameters=config_overrides
+ReturnToService=2
+MailProg=/bin/true
+SchedulerType=sched/backfill
+MinJobAge=5
+KillWait=2
+InactiveLimit=0
+MessageTimeout=10
+"""
+
+
 def start_slurm(extra_nodes: list[tuple[str, str]] | None = None) -> Slurm:
     """``extra_nodes``: (name, NodeAddr) of more nodes in the partition, configured only (no slurmd: DOWN),
     for what sinfo and scontrol report about a partition spanning other hosts."""
@@ -88,33 +121,7 @@ def start_slurm(extra_nodes: list[tuple[str, str]] | None = None) -> Slurm:
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={free_port()}
 SlurmdPort={free_port()}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-StateSaveLocation={directory / 'state'}
-SlurmdSpoolDir={directory / 'spool'}
-SlurmctldPidFile={directory / 'slurmctld.pid'}
-SlurmdPidFile={directory / 'slurmd.pid'}
-SlurmctldLogFile={directory / 'slurmctld.log'}
-SlurmdLogFile={directory / 'slurmd.log'}
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc={directory / 'jobcomp.log'}
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=256
-SlurmdParameters=config_overrides
-ReturnToService=2
-MailProg=/bin/true
-SchedulerType=sched/backfill
-MinJobAge=5
-KillWait=2
-InactiveLimit=0
-MessageTimeout=10
-{extra_lines}NodeName=localhost NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
+{daemon_settings(directory)}{extra_lines}NodeName=localhost NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
 PartitionName=debug Nodes={members} Default=YES MaxTime=INFINITE State=UP
 """)
     slurm = Slurm(directory, conf)
