@@ -37,7 +37,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name: (full arguments,
     "sftp": (["bench_sftp.py"], ["bench_sftp.py", "--size-mb", "20", "--repeat", "1"]),  # RTTs 0 and 20 ms
     "report": (["bench_report.py"], ["bench_report.py", "--densities", "2", "--fuv", "2", "--repeat", "1"]),
     "export": (["bench_export.py"], ["bench_export.py", "--densities", "10", "--fuv", "10"]),  # quick: ~1 min
+    "scale": (["bench_scale.py"], ["bench_scale.py", "--quick"]),  # root, SLURM, PostgreSQL, sshd; full: ~20 min
 }
+# Run only when named in --only: long, and it needs root (the cluster box's network namespaces).
+OPT_IN = {"scale"}
 
 
 def _read(path: str) -> str:
@@ -209,8 +212,25 @@ def _export(result: dict[str, Any]) -> list[str]:
     return lines + _table(["archive", "s", "ms/model", "peak RSS MB"], rows)
 
 
+def _scale(result: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, s in result.get("scenarios", {}).items():
+        if "error" in s:
+            rows.append([name, "error", s["error"][:200]])
+        elif name == "overhead":
+            rows.append([name, "per-model overhead s, pdrflow / plain Dask (steady)",
+                         f"{s['pdrflow']['overhead_s_per_model']} / {s['plain_dask']['overhead_s_per_model']}; "
+                         f"ratio {s.get('ratio_pdrflow_to_plain_dask')}"])
+        else:
+            rows.append([name, f"exit {s.get('exit_code')}, {s.get('states')}",
+                         f"refusals {s.get('refusals')}; peaks {s.get('peaks_sampled')}"
+                         + (f"; in models {s['fraction_in_model_attempts']}" if "fraction_in_model_attempts" in s
+                            else "")])
+    return _table(["scenario", "result", "details"], rows)
+
+
 RENDER = {"orchestration": _orchestration, "recovery": _recovery, "ledger": _ledger, "sftp": _sftp,
-          "report": _report, "export": _export}
+          "report": _report, "export": _export, "scale": _scale}
 
 
 def markdown(document: dict[str, Any]) -> str:
@@ -240,7 +260,8 @@ def markdown(document: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that everything runs")
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
+    parser.add_argument("--only", default=",".join(n for n in BENCHMARKS if n not in OPT_IN),
+                        help=f"comma-separated subset (opt-in, only when named: {', '.join(sorted(OPT_IN))})")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per benchmark")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()

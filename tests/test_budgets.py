@@ -21,7 +21,7 @@ import dask.config
 import psycopg
 import pytest
 from helpers import base_config, write_config, write_null_home
-from services.databases import APP_PASSWORD, APP_USER, DatabaseServer, remove_server, start_server
+from services.databases import APP_PASSWORD, APP_USER, DatabaseServer, remove_server, session_peaks, start_server
 from services.sshd import Sshd
 from sqlalchemy import create_engine, text
 
@@ -125,20 +125,7 @@ class Sampler(threading.Thread):
 
 
 def _pg_peaks(log: str) -> dict[str, int]:
-    """Concurrent app-user sessions from log_connections/log_disconnections lines, in log order."""
-    open_sessions: dict[str, bool] = {}  # backend pid -> a worker's session
-    peaks = {"worker_sessions": 0, "sessions": 0}
-    for line in log.splitlines():
-        pid = re.search(r"\[(\d+)\]", line)
-        if pid is None:
-            continue
-        if f"connection authorized: user={APP_USER} " in line:
-            open_sessions[pid.group(1)] = f"application_name={WORKER_APPLICATION_NAME}" in line
-        elif "disconnection: session time" in line:
-            open_sessions.pop(pid.group(1), None)
-        peaks["sessions"] = max(peaks["sessions"], len(open_sessions))
-        peaks["worker_sessions"] = max(peaks["worker_sessions"], sum(open_sessions.values()))
-    return peaks
+    return session_peaks(log, WORKER_APPLICATION_NAME)
 
 
 def _ssh_peaks(log: str) -> dict[str, int]:

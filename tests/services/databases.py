@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -224,3 +225,21 @@ def crash_server(server: DatabaseServer) -> None:
     if server.kind == "postgresql":
         (server.directory / "data" / "postmaster.pid").unlink(missing_ok=True)
     server.pid = None
+
+
+def session_peaks(log: str, application: str) -> dict[str, int]:
+    """Concurrent sessions of the app user (and of those with ``application`` as their application_name)
+    from a PostgreSQL log with log_connections/log_disconnections, in log order."""
+    open_sessions: dict[str, bool] = {}  # backend pid -> one of ``application``'s sessions
+    peaks = {"sessions": 0, "worker_sessions": 0}
+    for line in log.splitlines():
+        pid = re.search(r"\[(\d+)\]", line)
+        if pid is None:
+            continue
+        if f"connection authorized: user={APP_USER} " in line:
+            open_sessions[pid.group(1)] = f"application_name={application}" in line
+        elif "disconnection: session time" in line:
+            open_sessions.pop(pid.group(1), None)
+        peaks["sessions"] = max(peaks["sessions"], len(open_sessions))
+        peaks["worker_sessions"] = max(peaks["worker_sessions"], sum(open_sessions.values()))
+    return peaks
