@@ -329,10 +329,14 @@ class Driver:
         return staged or ""
 
     def _expected_runtime(self) -> float | None:
-        """Configured, else the median of this run's finished models (None until one finished)."""
+        """Configured, else the median of this run's finished models plus that of their archivals, which
+        follow on the same worker when the outputs are node-local (None until a model finished)."""
         if self.config.run.expected_model_seconds is not None:
             return self.config.run.expected_model_seconds
-        return statistics.median(self._durations) if self._durations else None
+        if not self._durations:
+            return None
+        archival = statistics.median(self._archive_seconds) if self._archive_seconds else 0.0
+        return statistics.median(self._durations) + archival
 
     def _run_finished(self, cluster: ClusterHandle, future: Future, job_id: int) -> None:
         name = self._jobs[job_id].name
