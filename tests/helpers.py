@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,7 +101,8 @@ def verify(config_path: Path) -> dict[str, Any]:
 
 
 def ledger_rows(db: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as connection:
+    # closed, not only committed (sqlite3's context manager): an open reader keeps the -wal and -shm files
+    with contextlib.closing(sqlite3.connect(db)) as connection:
         return connection.execute(query, params).fetchall()
 
 

@@ -64,8 +64,8 @@ def registered_jobs(database: DatabaseConfig, grid: str) -> dict[str, Registered
     if path is not None:
         if not path.exists():
             return None
-        try:  # mode=ro: never creates, migrates or write-locks the ledger of a running driver
-            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            connection = _read_only(path)
             try:
                 rows = connection.execute(_REGISTERED_SQL, {"grid": grid}).fetchall()
             finally:
@@ -85,8 +85,17 @@ def registered_jobs(database: DatabaseConfig, grid: str) -> dict[str, Registered
     return {name: Registered(JobState(state), model_hash, bool(staged)) for name, state, model_hash, staged in rows}
 
 
+def _read_only(path: Any) -> sqlite3.Connection:
+    """mode=ro: never creates, migrates or write-locks the ledger of a running driver. A WAL ledger no one
+    has open (no -wal file) is also opened immutable: a read-only reader would otherwise leave the -wal
+    and -shm files it had to create behind, and a dry run writes nothing."""
+    in_use = path.with_name(path.name + "-wal").exists()
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{'' if in_use else '&immutable=1'}", uri=True,
+                           timeout=30)
+
+
 def _has_tables(path: Any) -> bool:
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    connection = _read_only(path)
     try:
         return bool(connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0])
     finally:
