@@ -229,6 +229,38 @@ def test_the_notebook_api_drives_a_grid_inside_one_allocation(tmp_path: Path, nu
     assert verify(path)["returncode"] == 0
 
 
+def test_the_notebook_api_drives_slurm_worker_jobs(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
+    """The notebook API drives from a thread of its own; dask-jobqueue cannot even be imported there (its
+    runner sets a signal handler on import), so the main thread imports it first."""
+    path = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, null_home))
+    script = tmp_path / "drive.py"
+    script.write_text(NOTEBOOK_DRIVER)
+    done = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "SLURM_CONF": str(slurm.conf)}, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "driven from the notebook API: 4 archived" in done.stdout
+    assert status(path)["counts"] == {"archived": 4}
+
+
+def test_ctrl_c_on_slurm_settles_the_jobs_and_exits_130(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
+    """SIGINT to the driver (Ctrl-C, or what a wrapper sends): dask-jobqueue's import must not have swapped
+    the driver's KeyboardInterrupt for a quiet exit 0 that skips settling and the summary."""
+    home = _slow_home(tmp_path, null_home, 60)
+    config = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, home))
+    db = tmp_path / "ledger.sqlite"
+    driver = start_run(config, env={"SLURM_CONF": str(slurm.conf)})
+    _wait(lambda: db.exists() and ledger_rows(db, "select count(*) from attempts where kind='model' "
+                                                  "and outcome='running'")[0][0] >= 1, 120, "a model running")
+    jobs = {row[0] for row in ledger_rows(db, "select external_id from worker_jobs")}
+    os.killpg(driver.pid, signal.SIGINT)
+    code, output = finish_run(driver, 120)
+    assert code == 130, output
+    assert "interrupted: 4 models requeued" in output
+    assert status(config)["counts"] == {"pending": 4}
+    assert ledger_rows(db, "select count(*) from attempts where outcome='running'") == [(0,)]
+    _wait(lambda: not jobs & {job_id for job_id, _, _ in _active(slurm)}, 60, "the worker jobs to end")
+
+
 def test_walltime_shorter_than_the_grid_retires_workers_without_cutting_models(
     tmp_path: Path, null_home: Path, slurm: Slurm
 ) -> None:

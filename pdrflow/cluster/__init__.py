@@ -27,6 +27,10 @@ def start_cluster(config: Config, lease: GridLease | None = None) -> Iterator[Cl
 
 def serve_unless_driver(config: Config) -> bool:
     """True in a process that served the cluster instead of driving it (and is done); False in the driver."""
+    if config.cluster.kind == "slurm":
+        from .jobqueue import import_dask_jobqueue
+
+        import_dask_jobqueue()  # here, in the main thread (see there)
     if config.cluster.kind != "allocation":
         return False
     from .allocation import serve_unless_driver as serve

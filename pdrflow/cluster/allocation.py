@@ -27,6 +27,7 @@ import dask.config
 from ..config import AllocationClusterConfig, Config
 from ..errors import ConfigError
 from .base import ClusterHandle, scheduler_settings
+from .jobqueue import import_dask_jobqueue
 from .security import (
     PROTOCOL,
     local_dashboard_link,
@@ -86,12 +87,14 @@ def serve_unless_driver(config: Config) -> bool:
         return False
     allocation = cast(AllocationClusterConfig, config.cluster)
     rank = _rank()
-    # Imported here on every rank, in the main thread: the module sets a SIGINT handler when imported,
-    # which Python refuses in any other thread (the notebook API drives from a thread of its own).
+    if rank == DRIVER_RANK:
+        # In the main thread, before the notebook API's driver thread needs it; the driver keeps its Ctrl-C.
+        import_dask_jobqueue()
+        return False
+    # The scheduler and worker ranks take the SIGINT handler dask-jobqueue sets on import: SLURMRunner
+    # stops them by signalling itself.
     import dask_jobqueue.slurm  # noqa: F401
 
-    if rank == DRIVER_RANK:
-        return False
     credentials, security = _credentials(allocation), None
     if allocation.security == "tls":
         if rank == 0:  # the scheduler rank makes the run's credentials

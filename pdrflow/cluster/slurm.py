@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..ledger.lease import GridLease
 from .archive_workers import archive_workers
 from .base import ARCHIVE_RESOURCE, MODEL_RESOURCE, ClusterHandle
+from .jobqueue import import_dask_jobqueue
 from .security import (
     PROTOCOL,
     job_class_without,
@@ -193,8 +194,10 @@ def slurm_cluster(
     withheld: tuple[str, ...] = (),
 ) -> Iterator[ClusterHandle]:
     import dask.config
-    from dask_jobqueue import SLURMCluster
     from distributed import Client
+
+    import_dask_jobqueue()  # before its runner module can take this process's Ctrl-C
+    from dask_jobqueue import SLURMCluster
 
     # null keys are left to dask's jobqueue.slurm config, as for any dask-jobqueue user; pdrflow
     # invents none. cores and memory have no default there: missing, they are refused before any sbatch.
