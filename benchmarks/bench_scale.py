@@ -18,8 +18,8 @@ shipped connection budgets (``database.max_connections``, ``storage.max_connecti
    CPUs) started by dask-jobqueue's SLURMCluster with the same settings (TLS, lifetime, adapt) running
    ``client.map`` of the same null executables in fresh scratch directories (no ledger, no archive),
    against ``pdrflow run`` on an identical box.
-4. ``walltime`` - worker jobs shorter than the grid: walltime 00:01:00, 5 s models, 4 job slots and
-   about 3 minutes of work; workers retire (pdrflow's ``--lifetime``) and adapt() replaces them. The
+4. ``walltime`` - worker jobs shorter than the grid: walltime 00:02:30 (``WALLTIME``), 5 s models, 4 job
+   slots and 4 minutes of work; workers retire (pdrflow's ``--lifetime``) and adapt() replaces them. The
    share of allocated worker-seconds (SLURM's job completion records: accounting storage is off here, so
    ``sacct`` has nothing; slurmctld's jobcomp/filetxt log has each job's start and end, 1 s resolution)
    spent in model attempts (the ledger's attempts).
@@ -332,7 +332,8 @@ def files_under(root: Path) -> int:
     return sum(1 for p in root.rglob("*") if p.is_file()) if root.exists() else 0
 
 
-def pdrflow_run(svc: Services, config: Path, timeout: float, node_every: float | None = None) -> dict[str, Any]:
+def pdrflow_run(svc: Services, config: Path, timeout: float, node_every: float | None = None,
+                env: dict[str, str] | None = None) -> dict[str, Any]:
     """``pdrflow run`` on the box, with everything the issue asks to count."""
     from pdrflow.config import load_config
 
@@ -340,8 +341,8 @@ def pdrflow_run(svc: Services, config: Path, timeout: float, node_every: float |
     run = config.parent
     output = run / "pdrflow-run.out"
     sampler = Sampler(svc, None, node_every)
-    process = run_measured([sys.executable, "-m", "pdrflow", "run", str(config)], svc.env(), run, output, timeout,
-                           sampler)
+    process = run_measured([sys.executable, "-m", "pdrflow", "run", str(config)], {**svc.env(), **(env or {})},
+                           run, output, timeout, sampler)
     ledger = ledger_summary(svc.postgres)
     run_logs = [output, *run.glob("pdrflow-*.log"), *(run / "worker-logs").glob("*")]
     pg_log = (svc.postgres.directory / "log").read_text(errors="replace")
@@ -498,12 +499,17 @@ def scenario_wide(work: Path, nodes: int, processes: int, models: int, seconds: 
     with services(work, nodes, processes, processes * 1024) as svc:
         home = slow_null_home(work, write_null_home(work / "null-home"), seconds)
         config = run_config(work / "run", svc, home, models=models, jobs=nodes, cores=processes, processes=processes)
-        result = pdrflow_run(svc, config, timeout=1200, node_every=2.0)
+        # 8 jobs x 8 processes start ~140 Python processes at once on this 2-core machine: with dask-jobqueue's
+        # 60 s death timeout the nannies gave up before their workers had imported distributed (the first
+        # run: 88 jobs submitted, none archived). A worker's patience is dask's setting, not pdrflow's.
+        result = pdrflow_run(svc, config, timeout=1500, node_every=2.0,
+                             env={"DASK_JOBQUEUE__SLURM__DEATH_TIMEOUT": str(WIDE_DEATH_TIMEOUT_S)})
     attempts = result.pop("_attempts")
     workers = nodes * processes
     figures = overhead_figures(pdrflow_intervals(attempts), models, workers, seconds, result["wall_s"])
     node_rss = result["peaks_sampled"].get("nodes_rss_mb") or 0.0
     return {"setup": {"nodes": nodes, "worker_jobs": nodes, "processes_per_job": processes,
+                      "death_timeout_s": WIDE_DEATH_TIMEOUT_S,
                       "cores_per_job": processes, "workers": workers, "models": models, "model_seconds": seconds,
                       "postgresql_max_connections": SERVER_MAX_CONNECTIONS, "sshd_max_startups": "default"},
             **result, **model_durations(attempts),
@@ -642,6 +648,12 @@ def scenario_walltime(work: Path, jobs: int, models: int, seconds: float, wallti
 
 
 SCENARIOS = ("measured", "wide", "overhead", "walltime")
+WIDE_DEATH_TIMEOUT_S = 600
+# The walltime grid's time scale: 5 s models in 2.5 min batch jobs (workers retire after 2 min), about the
+# ratio of hour-long models to a day's walltime. The first run used 1 min jobs (30 s lifetimes): there a
+# worker's start-up and its last, refused model alone cost a fifth of the allocation.
+WALLTIME = "00:02:30"
+WALLTIME_MODELS = 192
 
 
 def main() -> None:
@@ -669,7 +681,7 @@ def main() -> None:
         "overhead": lambda w: scenario_overhead(w, 2, 2, 8, 1.0) if quick else
         scenario_overhead(w, 4, 4, 160, 2.0),
         "walltime": lambda w: scenario_walltime(w, 2, 30, 3.0, "00:01:00") if quick else
-        scenario_walltime(w, 4, 144, 5.0, "00:01:00"),
+        scenario_walltime(w, 4, WALLTIME_MODELS, 5.0, WALLTIME),
     }
     try:
         for name in args.only.split(","):

@@ -234,8 +234,8 @@ class Driver:
             while self._delayed and self._delayed[0][0] <= now:
                 _, job_id = heapq.heappop(self._delayed)
                 self._queue.appendleft((Action.ARCHIVE, job_id))
-            if self._queue and len(self._in_flight) < window:
-                while self._queue and len(self._in_flight) < window:
+            if self._may_submit(window):
+                while self._may_submit(window):
                     self._submit(cluster, *self._queue.popleft())
                 self._count_in_flight()
                 self.on_progress(self.outcome)
@@ -263,6 +263,15 @@ class Driver:
                 future.release()  # keep no per-job futures after completion
             self._count_in_flight()
             self.on_progress(self.outcome)
+
+    def _may_submit(self, window: int) -> bool:
+        """The window bounds the models in flight only: an archival (queued first) goes at once, or the
+        archivals of finished models would hold back the next models while they wait on the network."""
+        if not self._queue:
+            return False
+        if self._queue[0][0] is Action.ARCHIVE:
+            return True
+        return sum(action is Action.RUN for action, _ in self._in_flight.values()) < window
 
     def _count_in_flight(self) -> None:
         actions = [action for action, _ in self._in_flight.values()]

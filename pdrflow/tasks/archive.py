@@ -177,6 +177,18 @@ def load_manifest(job_id: int, scratch_dir: str) -> Manifest:
         raise StorageFailed(job_id, f"staged outputs in {scratch_dir} are gone", staged_missing=True) from None
 
 
+def _free_the_model_slot() -> None:
+    """Leave the worker's thread pool: an archival waits on a lease, the network and the database, and it is
+    pinned to the worker that holds the outputs, so without this the next model there waits for it."""
+    from distributed import get_worker, secede
+
+    try:
+        get_worker()
+    except ValueError:
+        return  # called outside a worker (tests calling the task directly)
+    secede()
+
+
 def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> ArchiveResult:
     """The Dask task. Raises StorageFailed (job ``failed_storage``) on any failure.
 
@@ -184,6 +196,7 @@ def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> 
     """
     started = time.monotonic()
     host = socket.gethostname()
+    _free_the_model_slot()
     if isinstance(manifest, tuple):
         manifest = load_manifest(*manifest)
     planned = {f.target: f.sha256 for f in manifest.files}

@@ -85,7 +85,7 @@ class WorkerResources(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         # When the worker retires (--lifetime, before the batch job's walltime), if it ever does.
         lifetime = getattr(worker, "lifetime", None)
-        self.deadline = time.monotonic() + float(lifetime) if lifetime else None
+        self.deadline = _started(worker) + float(lifetime) if lifetime else None
         self._kill_models_on_sigterm()
 
     def _kill_models_on_sigterm(self) -> None:
@@ -169,6 +169,20 @@ def tracked_process_group(pgid: int) -> Iterator[threading.Event]:
         yield plugin.stopping
     finally:
         plugin.untrack(pgid)
+
+
+def _started(worker: Any) -> float:
+    """When the worker's lifetime began, on the monotonic clock. Its retirement timer starts when the Worker is
+    made, seconds before a plugin's setup on a loaded node (imports, registering): counted from setup, models
+    were started that the retirement then cut. A worker of a nanny has its process to itself, and that
+    process's start is a little earlier still (so a bound on the safe side); an in-process worker has only
+    setup time."""
+    if getattr(worker, "nanny", None) is None:
+        return time.monotonic()
+    import psutil  # a dependency of distributed
+
+    age = time.time() - psutil.Process().create_time()
+    return time.monotonic() - max(0.0, age)
 
 
 def remaining_lifetime() -> float | None:
