@@ -16,8 +16,10 @@ shipped connection budgets (``database.max_connections``, ``storage.max_connecti
    models/s, the driver process's CPU (the scheduler runs in it) and RSS, the nodes' memory per worker.
 3. ``overhead`` - per-model overhead against plain Dask futures: 16 one-core worker jobs (4 nodes x 4
    CPUs) started by dask-jobqueue's SLURMCluster with the same settings (TLS, lifetime, adapt) running
-   ``client.map`` of the same null executables in fresh scratch directories (no ledger, no archive),
-   against ``pdrflow run`` on an identical box.
+   ``client.map`` of the same null executables in fresh scratch directories (no ledger, no archive), the
+   same with each task putting its outputs over SFTP (paramiko, what a hand-written script would do; no
+   ledger, no checks), against ``pdrflow run`` on an identical box. Also the machine's CPU seconds per
+   model (every process): on the box all nodes share 2 cores, so that bounds the models per second.
 4. ``walltime`` - worker jobs shorter than the grid: walltime 00:02:30 (``WALLTIME``), 5 s models, 4 job
    slots and 4 minutes of work; workers retire (pdrflow's ``--lifetime``) and adapt() replaces them. The
    share of allocated worker-seconds (SLURM's job completion records: accounting storage is off here, so
@@ -428,9 +430,11 @@ def model_durations(attempts: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- plain Dask futures on the same kind of worker jobs ---------------------------------------------------
 
 
-def null_model(index: int, home: str, scratch: str, species: list[str]) -> dict[str, Any]:
+def null_model(index: int, home: str, scratch: str, species: list[str],
+               archive: dict[str, Any] | None = None) -> dict[str, Any]:
     """One null model as a plain Dask task: a fresh scratch dir, the executables linked, pdrexe, onionexe per
-    species (as pdrflow runs them), the directory removed. No ledger, no archive."""
+    species (as pdrflow runs them), the directory removed. No ledger; with ``archive``, every output file is
+    put over SFTP (paramiko, one connection per model, as a hand-written script would), else no archive."""
     from distributed import get_worker
 
     started = time.time()
@@ -448,8 +452,34 @@ def null_model(index: int, home: str, scratch: str, species: list[str]) -> dict[
         with open(d / "onionoutput" / "TEXTOUT", "wb") as out:
             subprocess.run(["./onionexe", str(d / "pdroutput" / "pdrstruct_s.hdf5")], cwd=d, stdout=out,
                            stderr=subprocess.STDOUT, check=True, timeout=600)
+    if archive is not None:
+        _put_over_sftp(d, f"{archive['root']}/model-{index}", archive)
     shutil.rmtree(d)
     return {"start": started, "end": time.time(), "worker": get_worker().address, "model": True}
+
+
+def _put_over_sftp(directory: Path, remote: str, archive: dict[str, Any]) -> None:
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.load_host_keys(archive["known_hosts"])
+    client.connect(archive["host"], port=archive["port"], username=archive["username"],
+                   key_filename=archive["key_filename"], allow_agent=False, look_for_keys=False, timeout=30)
+    try:
+        sftp = client.open_sftp()
+        made: set[str] = set()
+        for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()):
+            target = f"{remote}/{path.relative_to(directory).as_posix()}"
+            parts = target.split("/")
+            for depth in range(2, len(parts)):
+                folder = "/".join(parts[:depth])
+                if folder not in made:
+                    with contextlib.suppress(OSError):
+                        sftp.mkdir(folder)
+                    made.add(folder)
+            sftp.put(str(path), target)
+    finally:
+        client.close()
 
 
 def plain_dask_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -471,7 +501,7 @@ def plain_dask_child(spec: dict[str, Any]) -> dict[str, Any]:
         cluster.adapt(minimum_jobs=spec["jobs"], maximum_jobs=spec["jobs"])
         with Client(cluster) as client:
             futures = client.map(null_model, range(spec["models"]), home=spec["home"], scratch=spec["scratch"],
-                                 species=spec["species"], pure=False)
+                                 species=spec["species"], archive=spec.get("archive"), pure=False)
             intervals = [future.result() for future in as_completed(futures)]
     finally:
         cluster.close()
@@ -528,42 +558,69 @@ def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: f
     out: dict[str, Any] = {"setup": {"nodes": nodes, "cpus_per_node": cpus, "worker_jobs": jobs,
                                      "processes_per_job": 1, "cores_per_job": 1, "worker_slots": jobs,
                                      "models": models, "model_seconds": seconds,
-                                     "order": "plain Dask first, then pdrflow, each on a fresh box"}}
-    with services(work / "dask", nodes, cpus, cpus * 1024) as svc:
-        home = slow_null_home(work, write_null_home(work / "null-home"), seconds)
-        run = work / "dask" / "run"
-        run.mkdir()
-        spec = {"cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00", "interface": svc.box.interface,
-                "local_directory": str(run / "worker-space"), "log_directory": str(run / "worker-logs"),
-                "credentials": str(run), "jobs": jobs, "models": models, "home": str(home),
-                "scratch": str(svc.box.scratch), "species": list(NULL_SPECIES)}
-        (run / "spec.json").write_text(json.dumps(spec))
-        sampler = Sampler(svc, None)
-        output = run / "plain-dask.out"
-        result = run_measured([sys.executable, __file__, "--child-dask", str(run / "spec.json")],
-                              {**svc.env(), "PYTHONPATH": str(REPO)}, run, output, 900, sampler)
-        lines = output.read_text(errors="replace").strip().splitlines()
-        if result["exit_code"] != 0 or not lines:
-            out["plain_dask"] = {**result, "output_tail": "\n".join(lines)[-3000:]}
-        else:
-            child = json.loads(lines[-1])
-            out["plain_dask"] = {**{k: result[k] for k in ("exit_code", "wall_s", "cpu_s_with_children",
-                                                           "driver_cpu_s")},
-                                 "models_done": len(child["intervals"]),
-                                 **overhead_figures(child["intervals"], models, jobs, seconds, result["wall_s"])}
+                                     "order": "plain Dask, plain Dask with an SFTP put of every output, "
+                                              "then pdrflow, each on a fresh box"}}
+    home = slow_null_home(work, write_null_home(work / "null-home"), seconds)
+    for name, archive in (("plain_dask", False), ("plain_dask_with_sftp", True)):
+        with services(work / name, nodes, cpus, cpus * 1024) as svc:
+            out[name] = plain_dask_run(svc, work / name / "run", home, jobs, models, seconds, archive)
     with services(work / "pdrflow", nodes, cpus, cpus * 1024) as svc:
         config = run_config(work / "pdrflow" / "run", svc, home, models=models, jobs=jobs, cores=1, processes=1)
+        cpu_before = machine_cpu_s()
         result = pdrflow_run(svc, config, timeout=900)
+        machine_cpu = machine_cpu_s() - cpu_before
     attempts = result.pop("_attempts")
     out["pdrflow"] = {**{k: result[k] for k in ("exit_code", "wall_s", "cpu_s_with_children", "driver_cpu_s",
                                                 "archived", "computed_once", "refusals")},
+                      "machine_cpu_s_per_model": round(machine_cpu / models, 3),
                       **model_durations(attempts),
                       **overhead_figures(pdrflow_intervals(attempts), models, jobs, seconds, result["wall_s"])}
-    if "overhead_s_per_model" in out["plain_dask"]:
-        plain, ours = out["plain_dask"]["overhead_s_per_model"], out["pdrflow"]["overhead_s_per_model"]
-        out["ratio_pdrflow_to_plain_dask"] = {k: round(ours[k] / plain[k], 2) if plain[k] > 0 else None
-                                              for k in ours}
+    for name in ("plain_dask", "plain_dask_with_sftp"):
+        if "overhead_s_per_model" in out[name]:
+            plain, ours = out[name]["overhead_s_per_model"], out["pdrflow"]["overhead_s_per_model"]
+            out[f"ratio_pdrflow_to_{name}"] = {k: round(ours[k] / plain[k], 2) if plain[k] > 0 else None
+                                               for k in ours}
     return out
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds this machine spent (every process: workers, nodes' daemons, sshd, PostgreSQL), from /proc/stat.
+    On the box every node shares this machine's 2 cores, so per model this bounds models/s."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # everything but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def plain_dask_run(svc: Services, run: Path, home: Path, jobs: int, models: int, seconds: float,
+                   archive: bool) -> dict[str, Any]:
+    """``client.map`` of the null models on SLURMCluster worker jobs like pdrflow's, in a child process; with
+    ``archive`` each task also puts its outputs over SFTP to the box's sshd."""
+    run.mkdir(parents=True)
+    spec: dict[str, Any] = {
+        "cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00", "interface": svc.box.interface,
+        "local_directory": str(run / "worker-space"), "log_directory": str(run / "worker-logs"),
+        "credentials": str(run), "jobs": jobs, "models": models, "home": str(home),
+        "scratch": str(svc.box.scratch), "species": list(NULL_SPECIES)}
+    if archive:
+        (run / "archive").mkdir()
+        spec["archive"] = {"host": svc.sshd.host, "port": svc.sshd.port, "username": "root",
+                           "key_filename": str(svc.sshd.client_key), "root": str(run / "archive"),
+                           "known_hosts": str(svc.sshd.write_known_hosts(run / "known_hosts"))}
+    (run / "spec.json").write_text(json.dumps(spec))
+    output = run / "plain-dask.out"
+    cpu_before = machine_cpu_s()
+    result = run_measured([sys.executable, __file__, "--child-dask", str(run / "spec.json")],
+                          {**svc.env(), "PYTHONPATH": str(REPO)}, run, output, 900, Sampler(svc, None))
+    machine_cpu = machine_cpu_s() - cpu_before
+    lines = output.read_text(errors="replace").strip().splitlines()
+    if result["exit_code"] != 0 or not lines:
+        return {**result, "output_tail": "\n".join(lines)[-3000:]}
+    child = json.loads(lines[-1])
+    return {**{k: result[k] for k in ("exit_code", "wall_s", "cpu_s_with_children", "driver_cpu_s")},
+            "models_done": len(child["intervals"]),
+            "archived_files_on_disk": files_under(run / "archive") if archive else 0,
+            "machine_cpu_s_per_model": round(machine_cpu / models, 3),
+            **overhead_figures(child["intervals"], models, jobs, seconds, result["wall_s"])}
 
 
 def _jobcomp(box: ClusterBox) -> list[dict[str, Any]]:
