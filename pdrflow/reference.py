@@ -1,8 +1,9 @@
 """The config reference (docs/config-reference.md), generated from the config models themselves.
 
-Keys, types and limits come from the pydantic models in ``config/models.py``; defaults and their
+Keys, types and limits come from the pydantic models in ``config/models.py`` and, for each storage
+and cluster kind, in its own module (``config.KIND_MODELS``, found from pdrflow.yaml); defaults and their
 explanations from the shipped ``pdrflow.yaml`` (its comments), else from the field's own comment
-in ``config/models.py``. A test regenerates the page and compares, so the page cannot drift.
+in the model's class body. A test regenerates the page and compares, so the page cannot drift.
 
     python -m pdrflow.reference > docs/config-reference.md
 """
@@ -29,8 +30,8 @@ SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("grid", "grid", config_module.GridConfig),
     ("kosma_tau", "kosma_tau", config_module.KosmaTauConfig),
     ("database", "database", config_module.DatabaseConfig),
-    *((f"{section} (kind: {name})", f"{section}.{name}", kind.model)
-      for section in ("storage", "cluster") for name, kind in config_module.KINDS[section].items()),
+    *((f"{section} (kind: {name})", f"{section}.{name}", model)
+      for (section, name), model in config_module.KIND_MODELS.items()),
     ("scratch", "scratch", config_module.ScratchConfig),
     ("run", "run", config_module.RunConfig),
     ("results", "results", config_module.ResultsConfig),

@@ -1,41 +1,54 @@
-"""Where the Dask workers come from: one small module per kind of cluster, named in ``config.KINDS``.
+"""Where the Dask workers come from: one small module per kind of cluster, found by ``config.kinds``.
 
-Each kind module has ``start(config, lease)`` returning a context manager of a :class:`ClusterHandle`
-that owns everything the kind sets up and tears down; the scheduler settings every kind shares are
-applied here. A kind whose processes are not all drivers (``allocation``: every task of the
-allocation runs ``pdrflow run``) sends the others off in ``serve_unless_driver``, called first.
+Kind ``K`` is the module ``pdrflow.cluster.K`` with its defaults under ``cluster.K`` in pdrflow.yaml; it
+declares ``KIND = ClusterKind(config=..., start=..., serve=...)``. ``start(config, lease)`` returns a
+context manager of a :class:`ClusterHandle` that owns everything the kind sets up and tears down; the
+scheduler settings every kind shares are applied here. A kind whose processes are not all drivers
+(``allocation``: every task of the allocation runs ``pdrflow run``) sends the others off in its
+``serve``, called first through ``serve_unless_driver``.
+
+Light at import (config loading imports every kind module, and with it this package): distributed and
+the ledger are imported when a cluster starts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 
-from ..config import Config, kind_factory
-from ..ledger.lease import GridLease
-from .base import ClusterHandle, scheduler_settings
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..ledger.lease import GridLease
+    from .base import ClusterHandle
 
 
 @contextmanager
 def start_cluster(config: Config, lease: GridLease | None = None) -> Iterator[ClusterHandle]:
-    start = kind_factory("cluster", config.cluster.kind)  # its module (dask-jobqueue for SLURM) imported only now
+    from ..config.kinds import CLUSTER_KINDS
+    from .base import scheduler_settings
+
+    start = CLUSTER_KINDS[config.cluster.kind].start
     with dask.config.set(scheduler_settings()), start(config, lease) as cluster:
         yield cluster
 
 
 def serve_unless_driver(config: Config) -> bool:
     """True in a process that served the cluster instead of driving it (and is done); False in the driver."""
-    if config.cluster.kind == "slurm":
-        from .jobqueue import import_dask_jobqueue
+    from ..config.kinds import CLUSTER_KINDS
 
-        import_dask_jobqueue()  # here, in the main thread (see there)
-    if config.cluster.kind != "allocation":
-        return False
-    from .allocation import serve_unless_driver as serve
+    serve = CLUSTER_KINDS[config.cluster.kind].serve
+    return serve(config) if serve is not None else False
 
-    return serve(config)
+
+def __getattr__(name: str) -> Any:
+    if name == "ClusterHandle":  # `from pdrflow.cluster import ClusterHandle` (distributed) only when asked for
+        from .base import ClusterHandle
+
+        return ClusterHandle
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ClusterHandle", "serve_unless_driver", "start_cluster"]

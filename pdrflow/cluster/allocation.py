@@ -20,13 +20,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import dask.config
 
-from ..config import AllocationClusterConfig, Config
+from ..config.sections import ClusterKind, KindSection
 from ..errors import ConfigError
-from .base import ClusterHandle, scheduler_settings
 from .jobqueue import import_dask_jobqueue
 from .security import (
     PROTOCOL,
@@ -39,10 +38,22 @@ from .security import (
     write_credentials,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # distributed is imported when a cluster starts: config loading imports this module
     from distributed.security import Security
 
+    from ..config import Config
     from ..ledger.lease import GridLease
+    from .base import ClusterHandle
+
+
+class AllocationClusterConfig(KindSection):
+    """Scheduler, driver and workers as the srun tasks of one allocation (dask-jobqueue's SLURMRunner)."""
+
+    kind: Literal["allocation"]  # selects this section's keys
+    interface: str | None  # network interface between the allocation's nodes
+    scheduler_directory: str | None  # where the scheduler file goes (every task must see it)
+    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
+    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
 log = logging.getLogger("pdrflow")
 
@@ -95,6 +106,8 @@ def serve_unless_driver(config: Config) -> bool:
     # stops them by signalling itself.
     import dask_jobqueue.slurm  # noqa: F401
 
+    from .base import scheduler_settings
+
     credentials, security = _credentials(allocation), None
     if allocation.security == "tls":
         if rank == 0:  # the scheduler rank makes the run's credentials
@@ -120,6 +133,8 @@ def serve_unless_driver(config: Config) -> bool:
 def allocation_cluster(config: AllocationClusterConfig) -> Iterator[ClusterHandle]:
     """On the driver's rank: join the allocation's scheduler, use its workers, stop them all at the end."""
     from distributed import Client
+
+    from .base import ClusterHandle
 
     if _rank() != DRIVER_RANK:
         raise ConfigError("cluster.kind: allocation: only task 1 of the allocation drives the grid "
@@ -161,6 +176,9 @@ def _note_scheduler_host() -> None:
 
 
 def start(config: Config, lease: GridLease | None) -> AbstractContextManager[ClusterHandle]:
-    """The factory ``config.KINDS`` names for ``cluster.kind: allocation`` (the driver's rank; the
-    other ranks never get here: ``serve_unless_driver``)."""
+    """The factory of ``cluster.kind: allocation`` (its ``KIND``; the driver's rank: the other ranks
+    never get here, ``serve_unless_driver``)."""
     return allocation_cluster(cast(AllocationClusterConfig, config.cluster))
+
+
+KIND = ClusterKind(config=AllocationClusterConfig, start=start, serve=serve_unless_driver)  # found by config.kinds

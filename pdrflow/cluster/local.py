@@ -10,16 +10,27 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from distributed import Client, LocalCluster
+from pydantic import Field
 
-from ..config import Config, LocalClusterConfig
-from .base import ClusterHandle
+from ..config.sections import ClusterKind, KindSection
 from .security import PROTOCOL, remove_directory, run_security, user_directory, warn_if_dashboard_exposed
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # distributed is imported when a cluster starts: config loading imports this module
+    from distributed import LocalCluster
+
+    from ..config import Config
     from ..ledger.lease import GridLease
+    from .base import ClusterHandle
+
+
+class LocalClusterConfig(KindSection):
+    kind: Literal["local"]  # selects this section's keys
+    n_workers: int | None = Field(ge=1)
+    threads_per_worker: int = Field(ge=1)
+    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
+    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
 
 def dask_setup(worker: Any) -> None:
@@ -37,6 +48,10 @@ def dask_setup(worker: Any) -> None:
 
 @contextmanager
 def local_cluster(config: LocalClusterConfig) -> Iterator[ClusterHandle]:
+    from distributed import Client
+
+    from .base import ClusterHandle
+
     n_workers = config.n_workers or os.cpu_count() or 1
     security = run_security(config.security)
     # Loopback is reachable by every user of the machine: with TLS only holders of this run's
@@ -66,6 +81,8 @@ def local_cluster(config: LocalClusterConfig) -> Iterator[ClusterHandle]:
 
 
 def _start(config: LocalClusterConfig, n_workers: int, space: Path, secure: dict[str, Any]) -> LocalCluster:
+    from distributed import LocalCluster
+
     return LocalCluster(
         n_workers=n_workers,
         threads_per_worker=config.threads_per_worker,
@@ -80,6 +97,9 @@ def _start(config: LocalClusterConfig, n_workers: int, space: Path, secure: dict
 
 
 def start(config: Config, lease: GridLease | None) -> AbstractContextManager[ClusterHandle]:
-    """The factory ``config.KINDS`` names for ``cluster.kind: local``."""
+    """The factory of ``cluster.kind: local`` (its ``KIND``)."""
     assert isinstance(config.cluster, LocalClusterConfig)
     return local_cluster(config.cluster)
+
+
+KIND = ClusterKind(config=LocalClusterConfig, start=start)  # found by config.kinds

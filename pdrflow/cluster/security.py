@@ -21,7 +21,6 @@ password when the ledger is SQLite, the SFTP password when the archive is not SF
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import os
@@ -34,10 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from ..config import DB_PASSWORD_ENV, SFTP_PASSWORD_ENV, SftpStorageConfig
+from ..config.sections import DB_PASSWORD_ENV, SFTP_PASSWORD_ENV
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    import asyncio  # at run time where sbatch is spaced: config loading imports this module
+
     from distributed.security import Security
 
     from ..config import Config
@@ -173,6 +174,8 @@ def read_credentials(directory: Path, timeout: float = 300.0) -> Security:
 def withheld_from_workers(config: Config) -> tuple[str, ...]:
     """The password variables this run's workers never use: the database's for an SQLite ledger (a file, no
     password), the SFTP server's when the archive is not on SFTP."""
+    from ..storage.sftp import SftpStorageConfig  # here: config loading imports the kind modules, they this one
+
     withheld: list[str] = []
     if config.database.sqlalchemy_url().drivername.startswith("sqlite"):
         withheld += DB_PASSWORD_ENV
@@ -192,6 +195,8 @@ class _SubmitSpacing:
         self._last = -float("inf")
 
     async def wait(self) -> None:
+        import asyncio
+
         if self.interval <= 0:
             return
         if self._lock is None:

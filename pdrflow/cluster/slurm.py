@@ -21,15 +21,13 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dask.utils import parse_bytes
+from pydantic import Field
 
-from ..config import Config, SlurmClusterConfig
+from ..config.sections import ClusterKind, KindSection
 from ..errors import ConfigError
-from ..ledger.lease import GridLease
-from .archive_workers import archive_workers
-from .base import ARCHIVE_RESOURCE, MODEL_RESOURCE, ClusterHandle
 from .jobqueue import import_dask_jobqueue
 from .security import (
     PROTOCOL,
@@ -42,6 +40,36 @@ from .security import (
     warn_if_dashboard_exposed,
     withheld_from_workers,
 )
+
+if TYPE_CHECKING:  # distributed, the ledger: imported when a cluster starts (config loading imports this module)
+    from ..config import Config
+    from ..ledger.lease import GridLease
+    from .base import ClusterHandle
+
+
+class SlurmClusterConfig(KindSection):
+    """dask-jobqueue SLURMCluster; a key left null falls back to the user's dask `jobqueue.slurm` config."""
+
+    kind: Literal["slurm"]  # selects this section's keys
+    queue: str | None  # the partition
+    account: str | None  # sbatch --account
+    cores: int | None = Field(ge=1)  # per worker job
+    memory: str | None  # per worker job, e.g. "4GB"
+    processes: int | None = Field(ge=1)
+    walltime: str | None  # e.g. "02:00:00"
+    job_extra_directives: list[str] | None  # more #SBATCH lines, e.g. ["--qos=long"]
+    job_script_prologue: list[str] | None  # module loads, conda activate, ...
+    interface: str | None  # network interface the workers reach the scheduler on, e.g. ib0
+    local_directory: str | None  # worker spill directory on the node
+    log_directory: str | None  # where the worker jobs' SLURM logs go
+    min_jobs: int = Field(ge=0)
+    max_jobs: int = Field(ge=1)
+    submit_interval: float = Field(ge=0)  # seconds at least between two sbatch calls (slurmctld takes bursts badly)
+    # 0: each archival runs on the compute node that holds the model's outputs; N: on N worker processes
+    # on the driver's host (login or transfer node), for compute nodes that cannot reach the archive.
+    archive_workers: int = Field(default=0, ge=0, le=64)  # also 0 when built in Python without it
+    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
+    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
 log = logging.getLogger("pdrflow")
 SCHEDULER = "slurm"
@@ -196,6 +224,9 @@ def slurm_cluster(
     import dask.config
     from distributed import Client
 
+    from .archive_workers import archive_workers
+    from .base import ARCHIVE_RESOURCE, MODEL_RESOURCE, ClusterHandle
+
     import_dask_jobqueue()  # before its runner module can take this process's Ctrl-C
     from dask_jobqueue import SLURMCluster
 
@@ -292,7 +323,17 @@ def _close_credential_files(cluster: Any) -> None:
 
 
 def start(config: Config, lease: GridLease | None) -> AbstractContextManager[ClusterHandle]:
-    """The factory ``config.KINDS`` names for ``cluster.kind: slurm``: worker credentials go near the
-    config; sbatch runs without the passwords worker jobs do not need."""
+    """The factory of ``cluster.kind: slurm`` (its ``KIND``): worker credentials go near the config;
+    sbatch runs without the passwords worker jobs do not need."""
     assert isinstance(config.cluster, SlurmClusterConfig)
     return slurm_cluster(config.cluster, lease, config.path.parent, withheld_from_workers(config))
+
+
+def serve_unless_driver(config: Config) -> bool:
+    """Called first by `pdrflow run`: every process of this kind drives; dask-jobqueue is imported now, in
+    the main thread (see ``jobqueue``)."""
+    import_dask_jobqueue()
+    return False
+
+
+KIND = ClusterKind(config=SlurmClusterConfig, start=start, serve=serve_unless_driver)  # found by config.kinds

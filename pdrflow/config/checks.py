@@ -12,14 +12,12 @@ from typing import Any
 
 import yaml
 
+from ..cluster.local import LocalClusterConfig
+from ..cluster.slurm import SlurmClusterConfig
 from ..errors import ConfigError, shown
-from .models import (
-    DB_PASSWORD_ENV,
-    Config,
-    LocalClusterConfig,
-    LocalStorageConfig,
-    SlurmClusterConfig,
-)
+from ..storage.local import LocalStorageConfig
+from .models import Config
+from .sections import DB_PASSWORD_ENV
 
 MAX_CONFIG_BYTES = 10 * 1024 * 1024  # a config is a few KB: refuse /dev/zero or a mistaken data file
 _DB_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")

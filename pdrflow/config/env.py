@@ -15,12 +15,8 @@ from ..errors import ConfigError
 from .checks import MAX_CONFIG_BYTES, _check_strings, _parse_yaml
 from .kinds import KIND_MODELS, KIND_SECTIONS
 from .messages import _did_you_mean, _known_keys, _model_at
-from .models import (
-    DB_PASSWORD_ENV,
-    SECTION_NAMES,
-    SFTP_PASSWORD_ENV,
-    Config,
-)
+from .models import SECTION_NAMES, Config
+from .sections import DB_PASSWORD_ENV, SFTP_PASSWORD_ENV
 
 ENV_PREFIX = "PDRFLOW__"  # PDRFLOW__RUN__MAX_MODELS=10, PDRFLOW__CLUSTER__SLURM__QUEUE=long
 

@@ -27,15 +27,10 @@ from .checks import (
     _parse_yaml,
 )
 from .env import _env_origin, env_overrides
-from .kinds import KIND_SECTIONS
+from .kinds import KIND_MODELS, KIND_SECTIONS
 from .messages import _did_you_mean, _format_validation_error
-from .models import (
-    DB_PASSWORD_ENV,
-    SECTION_NAMES,
-    SFTP_PASSWORD_ENV,
-    Config,
-    _secret_from_env,
-)
+from .models import SECTION_NAMES, Config
+from .sections import DB_PASSWORD_ENV, SFTP_PASSWORD_ENV, _PasswordFromEnv, _secret_from_env
 
 
 def _merge_defaults(user: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +69,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     resolve("kosma_tau", "json_template")
     resolve("scratch", "root")
     resolve("scratch", "staging")
-    if data["storage"].get("kind") == "local":
-        resolve("storage", "root")
+    for section in KIND_SECTIONS:  # the keys its kind holds as local paths (storage.local: root)
+        model = KIND_MODELS.get((section, data[section].get("kind")))
+        for key in model._CONFIG_RELATIVE if model is not None else ():
+            resolve(section, key)
     url = data["database"].get("url")
     if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         relative = url.removeprefix("sqlite:///")
@@ -109,8 +106,10 @@ def parse_config(user: Any, path: Path) -> Config:
     _check_empty_paths(data)
     _resolve_paths(data, path.parent)
     data["database"]["password"] = _secret_from_env(DB_PASSWORD_ENV)
-    if data["storage"].get("kind") == "sftp":
-        data["storage"]["password"] = _secret_from_env(SFTP_PASSWORD_ENV)
+    for section in KIND_SECTIONS:  # a kind with a password (storage.sftp) reads it from its variables
+        model = KIND_MODELS.get((section, data[section]["kind"]))
+        if model is not None and issubclass(model, _PasswordFromEnv):
+            data[section]["password"] = _secret_from_env(model._PASSWORD_ENV)
     try:
         config = Config(**data, path=path)
     except ValidationError as exc:

@@ -3,7 +3,8 @@
 Defaults live in ``pdrflow.yaml`` (read through ``dask.config``); the models below have no
 defaults of their own except "absent". Secrets never come from the YAML: the database and
 SFTP passwords are read from the environment only. Reading and checking the file itself is
-:mod:`.loading`.
+:mod:`.loading`. The model of each storage and cluster kind is in that kind's own module
+(``pdrflow/storage/local.py``, ...), found by :mod:`.kinds`; the shared types are :mod:`.sections`.
 """
 
 from __future__ import annotations
@@ -12,25 +13,31 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
-import dask.config
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, field_validator
+from pydantic import Field, PlainValidator, SecretStr, field_validator
 
 from ..errors import ConfigError, shown  # noqa: F401 - ConfigError re-exported, callers catch it from here
+from .kinds import CLUSTER_KINDS, STORAGE_KINDS, discriminated
+from .sections import DB_PASSWORD_ENV, SafeName, _PasswordFromEnv, _Section
 
 if TYPE_CHECKING:  # SQLAlchemy is imported only where a URL is used: `pdrflow status` stays fast
     from sqlalchemy.engine import URL
 
-DEFAULTS_FILE = Path(__file__).parent.parent / "pdrflow.yaml"  # shipped in the package: every default
-with DEFAULTS_FILE.open() as _f:
-    dask.config.update_defaults(yaml.safe_load(_f))
+    from ..cluster.allocation import AllocationClusterConfig
+    from ..cluster.local import LocalClusterConfig
+    from ..cluster.slurm import SlurmClusterConfig
+    from ..storage.local import LocalStorageConfig
+    from ..storage.sftp import SftpStorageConfig
 
-DB_PASSWORD_ENV = ("PDRFLOW_DB_PASSWORD", "PDR_DB_PASSWORD")
-SFTP_PASSWORD_ENV = ("PDRFLOW_SFTP_PASSWORD", "PDR_STORAGE_PASSWORD")
+    # What mypy sees: the kinds pdrflow ships. At run time the unions are built from the kinds found
+    # (config.kinds), so a new kind's module is validated without being named here.
+    StorageConfig: TypeAlias = LocalStorageConfig | SftpStorageConfig
+    ClusterConfig: TypeAlias = LocalClusterConfig | SlurmClusterConfig | AllocationClusterConfig
+else:
+    StorageConfig = discriminated(STORAGE_KINDS)
+    ClusterConfig = discriminated(CLUSTER_KINDS)
 
-SafeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=100)]
 # Names a helper executable must not take: they are pdrflow's own files in a model's scratch dir.
 _RESERVED_SCRATCH_NAMES = frozenset({"pdrexe", "onionexe", "PDRNEW.INP", "pdr_config.json", "ONION3.INP", "CTRL_IND",
                                      "pdrinpdata", "onioninpdata", "In", "pdroutput", "onionoutput", "Out"})
@@ -55,34 +62,6 @@ Scalar = Annotated[int | float | str, PlainValidator(_scalar)]
 ScalarOrList = Annotated[int | float | str | list[int | float | str], PlainValidator(_scalar_or_list)]
 
 
-class _PasswordFromEnv(BaseModel):
-    """A section holding a password from the environment: pickling leaves the password out, and
-    unpickling reads it from the environment of the receiving process again.
-
-    Configs are pickled to the scheduler (the dashboard plugin) and to every worker (run
-    settings); distributed logs RPC payloads at debug level, and the messages cross the network
-    without TLS, so a pickled SecretStr would carry the plain password into logs and onto the
-    wire. Workers, the scheduler and SLURM jobs inherit the driver's environment.
-    """
-
-    _PASSWORD_ENV: ClassVar[tuple[str, ...]] = ()
-
-    def __getstate__(self) -> dict[Any, Any]:
-        state = super().__getstate__()
-        state["__dict__"] = {**state["__dict__"], "password": None}
-        return state
-
-    def __setstate__(self, state: dict[Any, Any]) -> None:
-        state["__dict__"] = {**state["__dict__"], "password": _secret_from_env(self._PASSWORD_ENV)}
-        super().__setstate__(state)
-
-
-class _Section(BaseModel):
-    # allow_inf_nan=False: a NaN/inf timeout, backoff or runtime is always a mistake (and an
-    # infinite backoff hangs the driver). Grid values are checked by pdrflow.grid instead.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
 class GridConfig(_Section):
     """The grid axes. Each axis is given in exactly one notation (see pdrflow.grid)."""
 
@@ -95,8 +74,8 @@ class GridConfig(_Section):
     mass_tenthdex: list[Scalar] | None = None  # predecessor: "-10" = 10^-1.0 M_sun
     fuv: list[Scalar] | None = None  # FUV field, Draine units
     fuv_tenthdex: list[Scalar] | None = None  # predecessor: "10" = 10^1.0
-    parameters: dict[str, ScalarOrList] = {}  # any KOSMA-tau parameter, fixed or varied
-    abundances: dict[str, Scalar] = {}  # element fractions overriding the defaults
+    parameters: dict[str, ScalarOrList] = Field(default_factory=dict)  # any KOSMA-tau parameter, fixed or varied
+    abundances: dict[str, Scalar] = Field(default_factory=dict)  # element fractions overriding the defaults
     # "pdrflow": a value between tenth-dex steps gets a disambiguated name (34.7712);
     # "predecessor": rounded tenth-dex names as pdr_run gave them (to continue an old grid).
     naming: Literal["pdrflow", "predecessor"]
@@ -161,129 +140,6 @@ class DatabaseConfig(_Section, _PasswordFromEnv):
         if self.password is not None and not url.drivername.startswith("sqlite"):
             url = url.set(password=self.password.get_secret_value())
         return url
-
-
-def _archive_mode(value: object, *, owner: int, what: str) -> str:
-    """An octal permission string ("0640"), normalised to four digits; refused when unsafe or unusable."""
-    if not isinstance(value, str):
-        # Unquoted in YAML, 0640 is read as the number 416 and 640 as decimal 640: only a string is unambiguous.
-        raise ValueError(f'write the mode as a quoted octal string like "0640", got {shown(value)}')  # noqa: TRY004
-    if not re.fullmatch(r"[0-7]{3,4}", value):
-        raise ValueError(f'must be an octal mode like "0640", got {shown(value)}')
-    bits = int(value, 8)
-    if bits & 0o7000:
-        raise ValueError(f"a setuid, setgid or sticky bit is refused: archived {what} never need one")
-    if bits & 0o002:
-        raise ValueError(f"world write is refused: every user of the machine could change the archived {what}")
-    if bits & owner != owner:
-        # pdrflow reads every file back to verify it and must enter and write its own directories.
-        raise ValueError(f"must give the owner at least {owner:04o}: pdrflow itself reads and writes the archived "
-                         f"{what}")
-    return f"{bits:04o}"
-
-
-def _file_mode(value: object) -> str:
-    return _archive_mode(value, owner=0o600, what="files")
-
-
-def _dir_mode(value: object) -> str:
-    return _archive_mode(value, owner=0o700, what="directories")
-
-
-FileMode = Annotated[str, PlainValidator(_file_mode)]
-DirMode = Annotated[str, PlainValidator(_dir_mode)]
-
-
-class LocalStorageConfig(_Section):
-    kind: Literal["local"]  # selects this section's keys
-    root: Path  # the archive directory; grids go below it
-    # Set explicitly, whatever the umask. null (also a section built in Python without them): the umask decides.
-    file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
-    dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
-    # Archivals writing at once from all workers together; null (also built in Python without it): no limit.
-    max_connections: int | None = Field(default=None, ge=1)
-
-
-class SftpStorageConfig(_Section, _PasswordFromEnv):
-    _PASSWORD_ENV = SFTP_PASSWORD_ENV
-
-    kind: Literal["sftp"]  # selects this section's keys
-    # A host name, address or ~/.ssh/config Host alias; no leading "-" (never an ssh option).
-    host: str = Field(pattern=r"^[A-Za-z0-9_.:\[\]%][A-Za-z0-9_.:\[\]%-]*$", max_length=255)
-    port: int | None = Field(ge=1, le=65535)
-    username: str | None = Field(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$", max_length=64)
-    root: str = Field(pattern=r"^/", max_length=4096)  # absolute directory on the server
-    # Set explicitly on the server (chmod), whatever its umask. null (also when built in Python without them):
-    # the server's umask decides.
-    file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
-    dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
-    key_filename: Path | None
-    known_hosts: Path | None
-    ssh_config: Path | None
-    connect_timeout: float = Field(gt=0)
-    operation_timeout: float = Field(gt=0)
-    files_in_flight: int = Field(ge=1, le=64)
-    # SSH connections open at once from all workers together, one per archival (sshd drops unauthenticated
-    # ones beyond its MaxStartups, 10 by default); null (also built in Python without it): no limit.
-    max_connections: int | None = Field(default=None, ge=1)
-    password: SecretStr | None = None  # from the environment only
-
-
-StorageConfig = Annotated[LocalStorageConfig | SftpStorageConfig, Field(discriminator="kind")]
-
-
-def archive_modes(storage: LocalStorageConfig | SftpStorageConfig) -> tuple[int | None, int | None]:
-    """(file mode, directory mode) of a storage section as numbers, None where null."""
-    return (None if storage.file_mode is None else int(storage.file_mode, 8),
-            None if storage.dir_mode is None else int(storage.dir_mode, 8))
-
-
-class LocalClusterConfig(_Section):
-    kind: Literal["local"]  # selects this section's keys
-    n_workers: int | None = Field(ge=1)
-    threads_per_worker: int = Field(ge=1)
-    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
-    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
-
-
-class SlurmClusterConfig(_Section):
-    """dask-jobqueue SLURMCluster; a key left null falls back to the user's dask `jobqueue.slurm` config."""
-
-    kind: Literal["slurm"]  # selects this section's keys
-    queue: str | None  # the partition
-    account: str | None  # sbatch --account
-    cores: int | None = Field(ge=1)  # per worker job
-    memory: str | None  # per worker job, e.g. "4GB"
-    processes: int | None = Field(ge=1)
-    walltime: str | None  # e.g. "02:00:00"
-    job_extra_directives: list[str] | None  # more #SBATCH lines, e.g. ["--qos=long"]
-    job_script_prologue: list[str] | None  # module loads, conda activate, ...
-    interface: str | None  # network interface the workers reach the scheduler on, e.g. ib0
-    local_directory: str | None  # worker spill directory on the node
-    log_directory: str | None  # where the worker jobs' SLURM logs go
-    min_jobs: int = Field(ge=0)
-    max_jobs: int = Field(ge=1)
-    submit_interval: float = Field(ge=0)  # seconds at least between two sbatch calls (slurmctld takes bursts badly)
-    # 0: each archival runs on the compute node that holds the model's outputs; N: on N worker processes
-    # on the driver's host (login or transfer node), for compute nodes that cannot reach the archive.
-    archive_workers: int = Field(default=0, ge=0, le=64)  # also 0 when built in Python without it
-    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
-    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
-
-
-class AllocationClusterConfig(_Section):
-    """Scheduler, driver and workers as the srun tasks of one allocation (dask-jobqueue's SLURMRunner)."""
-
-    kind: Literal["allocation"]  # selects this section's keys
-    interface: str | None  # network interface between the allocation's nodes
-    scheduler_directory: str | None  # where the scheduler file goes (every task must see it)
-    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
-    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
-
-
-ClusterConfig = Annotated[
-    LocalClusterConfig | SlurmClusterConfig | AllocationClusterConfig, Field(discriminator="kind")
-]
 
 
 def default_scratch_root() -> Path:
@@ -363,14 +219,6 @@ class Config(_Section):
     run: RunConfig
     results: ResultsConfig
     path: Path  # the YAML file this came from (not a YAML key)
-
-
-def _secret_from_env(names: tuple[str, ...]) -> SecretStr | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return SecretStr(value)
-    return None
 
 
 # The sections of a config file, in the order they are usually written.

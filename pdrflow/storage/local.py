@@ -13,8 +13,11 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Literal
 
-from ..config import LocalStorageConfig, archive_modes
+from pydantic import Field
+
+from ..config.sections import DirMode, FileMode, KindSection, StorageKind, archive_modes
 from .base import (
     CHUNK,
     HashingSink,
@@ -26,6 +29,19 @@ from .base import (
     sha256_file,
     temporary_names,
 )
+
+
+class LocalStorageConfig(KindSection):
+    kind: Literal["local"]  # selects this section's keys
+    root: Path  # the archive directory; grids go below it
+    # Set explicitly, whatever the umask. null (also a section built in Python without them): the umask decides.
+    file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
+    dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
+    # Archivals writing at once from all workers together; null (also built in Python without it): no limit.
+    max_connections: int | None = Field(default=None, ge=1)
+
+    _CONFIG_RELATIVE = ("root",)
+
 
 # Errors a retry may cure (a network filesystem hiccup); the rest are reported at once.
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EIO, errno.ESTALE, errno.EBUSY}
@@ -308,6 +324,9 @@ class LocalStorage(Storage):
 
 
 def open_local(config: LocalStorageConfig) -> LocalStorage:
-    """The factory ``config.KINDS`` names for ``storage.kind: local``."""
+    """The factory of ``storage.kind: local`` (its ``KIND``)."""
     file_mode, dir_mode = archive_modes(config)
     return LocalStorage(config.root, file_mode=file_mode, dir_mode=dir_mode)
+
+
+KIND = StorageKind(config=LocalStorageConfig, open=open_local)  # found by config.kinds
