@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # distributed is imported when a cluster starts: config loadi
     from ..config import Config
     from ..ledger.lease import GridLease
     from .base import ClusterHandle
+    from .placement import Placement
 
 
 class AllocationClusterConfig(KindSection):
@@ -185,4 +186,11 @@ def start(config: Config, lease: GridLease | None) -> AbstractContextManager[Clu
     return allocation_cluster(cast(AllocationClusterConfig, config.cluster))
 
 
-KIND = ClusterKind(config=AllocationClusterConfig, start=start, serve=serve_unless_driver)  # found by config.kinds
+def placement(config: AllocationClusterConfig, environ: Mapping[str, str]) -> Placement:
+    from .placement import allocation_placement
+
+    return allocation_placement(environ)  # the nodes of the allocation this process runs in
+
+
+KIND = ClusterKind(config=AllocationClusterConfig, start=start, serve=serve_unless_driver,
+                   placement=placement)  # found by config.kinds

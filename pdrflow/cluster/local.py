@@ -7,7 +7,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # distributed is imported when a cluster starts: config loadi
     from ..config import Config
     from ..ledger.lease import GridLease
     from .base import ClusterHandle
+    from .placement import Placement
 
 
 class LocalClusterConfig(KindSection):
@@ -106,4 +107,10 @@ def start(config: Config, lease: GridLease | None) -> AbstractContextManager[Clu
     return local_cluster(config.cluster)
 
 
-KIND = ClusterKind(config=LocalClusterConfig, start=start)  # found by config.kinds
+def placement(config: LocalClusterConfig, environ: Mapping[str, str]) -> Placement:
+    from .placement import Placement
+
+    return Placement(True, "one host: cluster.kind: local runs its workers here")
+
+
+KIND = ClusterKind(config=LocalClusterConfig, start=start, placement=placement)  # found by config.kinds

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import AllocationClusterConfig, ClusterConfig, LocalClusterConfig, SlurmClusterConfig
+from ..config import ClusterConfig
 from ..errors import ConfigError
 
 SHOWN_NODES = 3  # other-host nodes named in a message; the rest are counted
@@ -128,10 +128,11 @@ def allocation_placement(environ: Mapping[str, str]) -> Placement:
 
 
 def worker_placement(cluster: ClusterConfig, environ: Mapping[str, str] = os.environ) -> Placement:
-    """Where the workers of ``cluster`` run: all on this host (``one_host``), or possibly elsewhere."""
-    if isinstance(cluster, LocalClusterConfig):
-        return Placement(True, "one host: cluster.kind: local runs its workers here")
-    if isinstance(cluster, SlurmClusterConfig):
-        return slurm_placement(cluster.queue)
-    assert isinstance(cluster, AllocationClusterConfig)
-    return allocation_placement(environ)
+    """Where the workers of ``cluster`` run: all on this host (``one_host``), or possibly elsewhere, as its
+    kind's ``placement`` says."""
+    from ..config.kinds import CLUSTER_KINDS
+
+    where = CLUSTER_KINDS[cluster.kind].placement
+    if where is None:
+        return Placement(False, f"cluster.kind: {cluster.kind} does not say where its workers run")
+    return where(cluster, environ)

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # distributed, the ledger: imported when a cluster starts (co
     from ..config import Config
     from ..ledger.lease import GridLease
     from .base import ClusterHandle
+    from .placement import Placement
 
 
 class SlurmClusterConfig(KindSection):
@@ -336,4 +337,10 @@ def serve_unless_driver(config: Config) -> bool:
     return False
 
 
-KIND = ClusterKind(config=SlurmClusterConfig, start=start, serve=serve_unless_driver)  # found by config.kinds
+def placement(config: SlurmClusterConfig, environ: Mapping[str, str]) -> Placement:
+    from .placement import slurm_placement
+
+    return slurm_placement(config.queue)  # every node of the partition the worker jobs would land in
+
+
+KIND = ClusterKind(config=SlurmClusterConfig, start=start, serve=serve_unless_driver, placement=placement)  # found by config.kinds

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from ..errors import shown
 
 if TYPE_CHECKING:
     from ..cluster.base import ClusterHandle
+    from ..cluster.placement import Placement
     from ..ledger.lease import GridLease
     from ..storage.base import Storage
     from .models import Config
@@ -149,3 +150,6 @@ class ClusterKind:
     # Called first by `pdrflow run`: True in a process that served the cluster instead of driving it
     # (allocation's non-driver ranks); None: every process is the driver.
     serve: Callable[[Config], bool] | None = None
+    # (the cluster section, the environment) -> where its workers run: all on this host or maybe elsewhere,
+    # which decides whether an SQLite ledger is safe. None: not known, so possibly elsewhere.
+    placement: Callable[[Any, Mapping[str, str]], Placement] | None = None
