@@ -82,16 +82,12 @@ def _credentials(config: AllocationClusterConfig) -> Path:
 def _runner(config: AllocationClusterConfig, security: Security | None) -> Any:
     from dask_jobqueue.slurm import SLURMRunner
 
-    from .base import ComputeWorker
-
-    worker = ComputeWorker(1)  # one model per task of the allocation
-
     secure: dict[str, Any] = {"security": security, "protocol": PROTOCOL} if security is not None else {}
     options = {"interface": config.interface} if config.interface else {}
     return SLURMRunner(
         scheduler_file=str(_directory(config) / "pdrflow-scheduler-{job_id}.json"),
         scheduler_options={**options, **secure, "dashboard_address": config.dashboard_address or "127.0.0.1:0"},
-        worker_options={**options, **secure, "nthreads": worker.threads, "resources": worker.resources},
+        worker_options={**options, **secure, "nthreads": 1},
     )
 
 

@@ -224,10 +224,9 @@ def slurm_cluster(
 ) -> Iterator[ClusterHandle]:
     import dask.config
     from distributed import Client
-    from distributed.deploy.utils import nprocesses_nthreads
 
     from .archive_workers import archive_workers
-    from .base import ARCHIVE_RESOURCE, ClusterHandle, ComputeWorker
+    from .base import ARCHIVE_RESOURCE, MODEL_RESOURCE, ClusterHandle
 
     import_dask_jobqueue()  # before its runner module can take this process's Ctrl-C
     from dask_jobqueue import SLURMCluster
@@ -262,14 +261,14 @@ def slurm_cluster(
         # name; a fresh 0700 directory per run, removed at the end.
         credentials = private_directory(credentials_parent(config_directory), ".pdrflow-tls-")
         given.update(security=security, protocol=PROTOCOL, shared_temp_directory=str(credentials))
-    # dask-jobqueue's own split of a job's cores into processes and threads, with pdrflow's spare thread
-    processes = config.processes or defaults.get("processes") or nprocesses_nthreads(int(cores))[0]
-    compute = ComputeWorker(int(cores) // int(processes))
+    # With archive workers, compute workers say so: models run only there (a job's cores bound any of its
+    # processes' threads, so the amount never limits them), archivals only on the driver's host.
+    model_resources = {MODEL_RESOURCE: 1.0} if config.archive_workers else None
+    resources = ["--resources", f"{MODEL_RESOURCE}={int(cores)}"] if config.archive_workers else []
     try:
         cluster = SLURMCluster(
             cores=cores, memory=memory, processes=config.processes, walltime=walltime, python=sys.executable,
-            worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime)),
-                               *compute.cli_args()],
+            worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime)), *resources],
             # null: no dashboard (dask-jobqueue's own default would be every interface's :8787)
             scheduler_options={"dashboard_address": config.dashboard_address} if config.dashboard_address
             else {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
@@ -292,11 +291,12 @@ def slurm_cluster(
             with archive_workers(cluster, config.archive_workers, security):
                 yield ClusterHandle(
                     client=client,
-                    worker_slots=config.max_jobs * int(processes) * compute.model_slots,
+                    worker_slots=config.max_jobs * int(cores),
                     shared_scratch=False,
                     dashboard_link=local_dashboard_link(cluster.dashboard_link, config.dashboard_address)
                     if config.dashboard_address else None,
                     maintain=watchdog,
+                    model_resources=model_resources,
                     archive_resources={ARCHIVE_RESOURCE: 1.0} if config.archive_workers else None,
                 )
         finally:
