@@ -54,7 +54,9 @@ def test_the_terminal_shows_the_eta_from_model_durations(tmp_path: Path) -> None
     assert code == 0, text[-3000:]
     # every live line with an ETA: remaining × ≥4 s ÷ 2 slots at least (the showed 0:00:04 for minutes)
     shown = set(re.findall(r" (\d)/6 [^━]*? (\d+\.\d\d) models/s \S+ ETA (\d+):(\d\d):(\d\d)", text))
-    assert {done for done, *_ in shown} >= {"0", "4"}, text[-3000:]
+    # lines at the start and mid-run (which counts a run shows depends on when its archivals end)
+    dones = {done for done, *_ in shown}
+    assert "0" in dones and dones & {"2", "3", "4", "5"}, text[-3000:]
     for done, rate, hours, minutes, secs in shown:
         eta = int(hours) * 3600 + int(minutes) * 60 + int(secs)
         remaining = 6 - int(done)
