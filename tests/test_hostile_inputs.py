@@ -43,6 +43,13 @@ def _set(section: str, key: str, value: Any) -> Callable[[dict[str, Any], Path],
     return build
 
 
+def _slurm(**values: Any) -> Callable[[dict[str, Any], Path], None]:
+    def build(config: dict[str, Any], _case: Path) -> None:
+        config["cluster"] = {"kind": "slurm", "cores": 1, "memory": "1GB", "walltime": "00:10:00", **values}
+
+    return build
+
+
 def _grid(**values: Any) -> Callable[[dict[str, Any], Path], None]:
     def build(config: dict[str, Any], _case: Path) -> None:
         config["grid"].update(values)
@@ -190,6 +197,10 @@ CASES: list[Case] = [
     Case("zero n_workers", _set("cluster", "n_workers", 0),
          "cluster.n_workers: Input should be greater than or equal to 1"),
     Case("10^9 n_workers", _set("cluster", "n_workers", 10**9), "cluster.n_workers: 1000000000 worker threads on a"),
+    Case("slurm min_jobs above max_jobs", _slurm(min_jobs=5, max_jobs=2),
+         "cluster.min_jobs: must not be larger than cluster.max_jobs"),
+    Case("archive_workers without a staging directory", _slurm(archive_workers=1),
+         "cluster.archive_workers: needs scratch.staging"),
     Case("zero max_in_flight", _set("run", "max_in_flight", 0),
          "run.max_in_flight: Input should be greater than or equal to 1"),
     Case("zero archive_attempts", _set("run", "archive_attempts", 0), "run.archive_attempts: Input should be greater"),

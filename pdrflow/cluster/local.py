@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from ..config.sections import ClusterKind, KindSection
+from ..errors import ConfigError
 from .security import PROTOCOL, remove_directory, run_security, user_directory, warn_if_dashboard_exposed
 
 if TYPE_CHECKING:  # distributed is imported when a cluster starts: config loading imports this module
@@ -109,4 +110,16 @@ def placement(config: LocalClusterConfig, environ: Mapping[str, str]) -> Placeme
     return Placement(True, "one host: cluster.kind: local runs its workers here")
 
 
-KIND = ClusterKind(config=LocalClusterConfig, start=start, placement=placement)  # found by config.kinds
+def check(config: Config) -> None:
+    """Local workers are processes on this machine: far beyond its cores is a typo, and a runaway
+    number of worker processes takes the machine down before anything is refused."""
+    assert isinstance(config.cluster, LocalClusterConfig)
+    cores = os.cpu_count() or 1
+    limit = max(8, 4 * cores)
+    slots = (config.cluster.n_workers or cores) * config.cluster.threads_per_worker
+    if slots > limit:
+        raise ConfigError(f"cluster.n_workers: {slots} worker threads on a {cores}-core machine; at most {limit} "
+                          "(4 per core) for a local cluster")
+
+
+KIND = ClusterKind(config=LocalClusterConfig, start=start, placement=placement, check=check)  # found by config.kinds

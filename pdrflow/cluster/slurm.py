@@ -343,4 +343,14 @@ def placement(config: SlurmClusterConfig, environ: Mapping[str, str]) -> Placeme
     return slurm_placement(config.queue)  # every node of the partition the worker jobs would land in
 
 
-KIND = ClusterKind(config=SlurmClusterConfig, start=start, serve=serve_unless_driver, placement=placement)  # found by config.kinds
+def check(config: Config) -> None:
+    assert isinstance(config.cluster, SlurmClusterConfig)
+    if config.cluster.min_jobs > config.cluster.max_jobs:
+        raise ConfigError("cluster.min_jobs: must not be larger than cluster.max_jobs")
+    if config.cluster.archive_workers and config.scratch.staging is None:
+        raise ConfigError("cluster.archive_workers: needs scratch.staging, a directory every compute node and this "
+                          "host see (a shared filesystem): the outputs are archived from there")
+
+
+KIND = ClusterKind(config=SlurmClusterConfig, start=start, serve=serve_unless_driver, placement=placement,
+                   check=check)  # found by config.kinds

@@ -5,15 +5,12 @@ local paths the run will create or open. Each refuses with one line (``ConfigErr
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..cluster.local import LocalClusterConfig
-from ..cluster.slurm import SlurmClusterConfig
 from ..errors import ConfigError, shown
 from ..storage.local import LocalStorageConfig
 from .models import Config
@@ -93,34 +90,20 @@ def _check_database_url(url: str) -> None:
 
 
 def _check_consistency(config: Config) -> None:
+    from .kinds import CLUSTER_KINDS, STORAGE_KINDS
+
     run = config.run
-    if isinstance(config.cluster, SlurmClusterConfig) and config.cluster.min_jobs > config.cluster.max_jobs:
-        raise ConfigError("cluster.min_jobs: must not be larger than cluster.max_jobs")
-    if isinstance(config.cluster, SlurmClusterConfig) and config.cluster.archive_workers and config.scratch.staging is None:
-        raise ConfigError("cluster.archive_workers: needs scratch.staging, a directory every compute node and this "
-                          "host see (a shared filesystem): the outputs are archived from there")
+    for kind in (CLUSTER_KINDS[config.cluster.kind], STORAGE_KINDS[config.storage.kind]):
+        if kind.check is not None:
+            kind.check(config)  # what the kind needs of the other sections, in its own module
     if run.archive_backoff_max < run.archive_backoff_initial:
         raise ConfigError("run.archive_backoff_max: must not be smaller than run.archive_backoff_initial")
     if not math.isfinite(config.kosma_tau.pdr_timeout) or not math.isfinite(config.kosma_tau.onion_timeout):
         raise ConfigError("kosma_tau: timeouts must be finite")
-    if isinstance(config.cluster, LocalClusterConfig):
-        # Local workers are processes on this machine: far beyond its cores is a typo, and a
-        # runaway number of worker processes takes the machine down before anything is refused.
-        cores = os.cpu_count() or 1
-        limit = max(8, 4 * cores)
-        slots = (config.cluster.n_workers or cores) * config.cluster.threads_per_worker
-        if slots > limit:
-            raise ConfigError(f"cluster.n_workers: {slots} worker threads on a {cores}-core machine; at most {limit} "
-                              "(4 per core) for a local cluster")
     if config.kosma_tau.standin and config.kosma_tau.home is not None:
         raise ConfigError("kosma_tau.home: give either home or standin: true, not both")
     if not config.kosma_tau.standin and config.kosma_tau.home is None:
         raise ConfigError("kosma_tau.home: required (the KOSMA-tau installation), or set standin: true")
-    if isinstance(config.storage, LocalStorageConfig):
-        archive = config.storage.root.resolve()
-        scratch = config.scratch.resolved_root().resolve()
-        if archive == scratch or archive.is_relative_to(scratch) or scratch.is_relative_to(archive):
-            raise ConfigError("storage.root: the archive and the scratch root must not contain each other")
 
 
 def _check_filesystem(config: Config) -> None:

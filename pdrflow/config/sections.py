@@ -138,6 +138,8 @@ class StorageKind:
 
     config: type[KindSection]  # the section's model for this kind
     open: Callable[[Any], Storage]  # the section -> an open Storage (its heavy imports happen only in here)
+    # The whole config -> None, or ConfigError: what this kind needs of the other sections (checked at loading)
+    check: Callable[[Config], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,3 +155,5 @@ class ClusterKind:
     # (the cluster section, the environment) -> where its workers run: all on this host or maybe elsewhere,
     # which decides whether an SQLite ledger is safe. None: not known, so possibly elsewhere.
     placement: Callable[[Any, Mapping[str, str]], Placement] | None = None
+    # The whole config -> None, or ConfigError: what this kind needs of the other sections (checked at loading)
+    check: Callable[[Config], None] | None = None

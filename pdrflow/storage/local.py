@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from ..config.sections import DirMode, FileMode, KindSection, StorageKind, archive_modes
+from ..errors import ConfigError
 from .base import (
     CHUNK,
     HashingSink,
@@ -29,6 +30,9 @@ from .base import (
     sha256_file,
     temporary_names,
 )
+
+if TYPE_CHECKING:
+    from ..config.models import Config
 
 
 class LocalStorageConfig(KindSection):
@@ -329,4 +333,12 @@ def open_local(config: LocalStorageConfig) -> LocalStorage:
     return LocalStorage(config.root, file_mode=file_mode, dir_mode=dir_mode)
 
 
-KIND = StorageKind(config=LocalStorageConfig, open=open_local)  # found by config.kinds
+def check(config: Config) -> None:
+    assert isinstance(config.storage, LocalStorageConfig)
+    archive = config.storage.root.resolve()
+    scratch = config.scratch.resolved_root().resolve()
+    if archive == scratch or archive.is_relative_to(scratch) or scratch.is_relative_to(archive):
+        raise ConfigError("storage.root: the archive and the scratch root must not contain each other")
+
+
+KIND = StorageKind(config=LocalStorageConfig, open=open_local, check=check)  # found by config.kinds
