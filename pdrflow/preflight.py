@@ -73,6 +73,7 @@ def check_sqlite_cluster(config: Config, ledger: Ledger) -> Placement | None:
     cluster, is refused. Returns where the workers run (None: not SQLite)."""
     if ledger.engine.dialect.name != "sqlite":
         return None
+    from .cluster import workers_are_children
     from .cluster.placement import worker_placement
     from .ledger.filesystems import NETWORK_FILESYSTEMS, filesystem_type
 
@@ -80,7 +81,7 @@ def check_sqlite_cluster(config: Config, ledger: Ledger) -> Placement | None:
         database = next((row[2] for row in connection.exec_driver_sql("PRAGMA database_list") if row[1] == "main"), "")
     kind = config.cluster.kind
     fstype = filesystem_type(database) if database else None
-    if kind != "local" and fstype in NETWORK_FILESYSTEMS:
+    if not workers_are_children(config) and fstype in NETWORK_FILESYSTEMS:
         # Even if every node were this host: the journal falls back to DELETE there, and a cluster's shared
         # filesystem is where other nodes' workers would write it from.
         raise PreflightFailed(f"preflight: the SQLite ledger {database} is on a network filesystem ({fstype}) and "

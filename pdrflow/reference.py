@@ -61,15 +61,19 @@ def yaml_comments(text: str) -> dict[str, str]:
 
 
 def source_comments(model: type[BaseModel]) -> dict[str, str]:
-    """Field name → the comment at the end of its line in the model's class body."""
+    """Field name → the comment at the end of its line in the class body that declares it (the model's
+    own, else the nearest base's: a kind inherits the keys every kind of its section has)."""
     comments: dict[str, str] = {}
-    tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(model)).readline)
-    line_field: dict[int, str] = {}
-    for token in tokens:
-        if token.type == tokenize.NAME and token.start[1] == 4 and token.string in model.model_fields:
-            line_field.setdefault(token.start[0], token.string)
-        elif token.type == tokenize.COMMENT and token.start[0] in line_field:
-            comments[line_field[token.start[0]]] = token.string.lstrip("#").strip()
+    for declaring in reversed(model.__mro__):  # bases first, so the model's own comment wins
+        if not (isinstance(declaring, type) and issubclass(declaring, BaseModel)) or declaring is BaseModel:
+            continue
+        tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(declaring)).readline)
+        line_field: dict[int, str] = {}
+        for token in tokens:
+            if token.type == tokenize.NAME and token.start[1] == 4 and token.string in model.model_fields:
+                line_field.setdefault(token.start[0], token.string)
+            elif token.type == tokenize.COMMENT and token.start[0] in line_field:
+                comments[line_field[token.start[0]]] = token.string.lstrip("#").strip()
     return comments
 
 
@@ -122,6 +126,14 @@ def _default(defaults: dict[str, Any], path: str, key: str, info: FieldInfo) -> 
     return f"`{yaml.safe_dump(node, default_flow_style=True).strip().removesuffix('...').strip()}`"
 
 
+def _own_first(model: type[BaseModel]) -> list[tuple[str, FieldInfo]]:
+    """The model's fields, those its class body declares first (a kind's own keys before the ones every kind
+    of its section has), each group in declaration order; ``kind`` stays first."""
+    own = set(inspect.get_annotations(model))
+    fields = list(model.model_fields.items())
+    return sorted(fields, key=lambda item: (item[0] != "kind", item[0] not in own))
+
+
 def render() -> str:
     defaults_text = config_module.DEFAULTS_FILE.read_text()
     defaults = yaml.safe_load(defaults_text)["pdrflow"]
@@ -141,7 +153,7 @@ def render() -> str:
         if doc and not doc.startswith(model.__name__ + "("):
             out += [" ".join(doc.split("\n\n")[0].split()), ""]
         out += ["| key | type | default | meaning |", "|---|---|---|---|"]
-        for key, info in model.model_fields.items():
+        for key, info in _own_first(model):
             if key in NOT_YAML_KEYS:
                 continue
             meaning = yaml_notes.get(f"{path}.{key}") or notes.get(key, "")

@@ -269,6 +269,10 @@ CASES: list[Case] = [
     Case("scratch root is a file", lambda c, d: _set("scratch", "root", str(_file("scratch-file")(d)))(c, d),
          "scratch.root: {case}/scratch-file exists and is not a directory"),
     Case("scratch root empty", _set("scratch", "root", " "), "scratch.root: an empty path"),
+    # Every key typed as a local path, found from the models (config/checks.py), not only those once listed
+    Case("staging directory empty", _set("scratch", "staging", ""), "scratch.staging: an empty path"),
+    Case("log file empty", _set("run", "log_file", " "), "run.log_file: an empty path"),
+    Case("template empty", _set("kosma_tau", "json_template", ""), "kosma_tau.json_template: an empty path"),
     Case("archive root with NUL", _set("storage", "root", "/tmp/a\x00b"),
          "storage.root: control characters are not allowed"),
     Case("SQLite ledger is a directory", lambda c, d: _set("database", "url", f"sqlite:///{_dir(d, 'ledger-dir')}")(c,

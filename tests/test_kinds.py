@@ -76,6 +76,16 @@ def test_a_kind_without_its_module_or_with_another_name_is_refused(monkeypatch: 
         discover("storage", StorageKind, ("copied",))
     with pytest.raises(KindError, match=r"pdrflow.storage.local declares no KIND = ClusterKind\(\.\.\.\)"):
         discover("storage", ClusterKind, ("local",))  # a module without the KIND its section needs
+    # A model without the keys every kind of its section has (what the rest of pdrflow, and mypy, may read).
+    bare = types.ModuleType("pdrflow.storage.bare")
+
+    class BareStorageConfig(KindSection):
+        kind: typing.Literal["bare"]
+
+    bare.KIND = StorageKind(config=BareStorageConfig, open=LocalStorage)  # type: ignore[arg-type, attr-defined]
+    monkeypatch.setitem(sys.modules, "pdrflow.storage.bare", bare)
+    with pytest.raises(KindError, match="BareStorageConfig must subclass StorageSection"):
+        discover("storage", StorageKind, ("bare",))
 
 
 def test_open_storage_opens_the_kind_found(tmp_path: Path) -> None:

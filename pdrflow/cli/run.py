@@ -7,6 +7,7 @@ import time
 
 from rich.console import Console
 
+from ..cluster import workers_are_children
 from ..config import Config
 from ..states import EventKind, JobState
 from . import clean, listing, logs
@@ -50,7 +51,7 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
             return
         if event.kind == EventKind.DASHBOARD:
             progress.console.print(f"Dask dashboard: {event.detail}")
-            if config.cluster.kind != "local":
+            if not workers_are_children(config):  # a cluster node: the user's browser is elsewhere
                 progress.console.print(tunnel_hint(event.detail))
             return
         if event.kind == EventKind.GRID_PAGE:
@@ -94,7 +95,7 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
             except KeyboardInterrupt:
                 interrupted = True
                 outcome = driver.outcome
-        if interrupted and config.cluster.kind == "local":
+        if interrupted and workers_are_children(config):
             # Workers and lease are gone, every job settled: what interrupted models left in scratch
             # (on this machine) is nobody's now. Elsewhere the worker removed its own, `pdrflow clean` the rest.
             swept = clean.sweep(config, ledger)

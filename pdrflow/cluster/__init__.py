@@ -43,6 +43,13 @@ def serve_unless_driver(config: Config) -> bool:
     return serve(config) if serve is not None else False
 
 
+def workers_are_children(config: Config) -> bool:
+    """Whether the run's workers are the driver's own processes on this machine (``ClusterKind``)."""
+    from ..config.kinds import CLUSTER_KINDS
+
+    return CLUSTER_KINDS[config.cluster.kind].workers_are_children
+
+
 def __getattr__(name: str) -> Any:
     if name == "ClusterHandle":  # `from pdrflow.cluster import ClusterHandle` (distributed) only when asked for
         from .base import ClusterHandle
@@ -51,4 +58,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ClusterHandle", "serve_unless_driver", "start_cluster"]
+__all__ = ["ClusterHandle", "serve_unless_driver", "start_cluster", "workers_are_children"]

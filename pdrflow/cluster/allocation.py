@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import dask.config
 
-from ..config.sections import ClusterKind, KindSection
+from ..config.sections import ClusterKind, ClusterSection
 from ..errors import ConfigError
 from .jobqueue import import_dask_jobqueue
 from .security import (
@@ -47,14 +47,12 @@ if TYPE_CHECKING:  # distributed is imported when a cluster starts: config loadi
     from .placement import Placement
 
 
-class AllocationClusterConfig(KindSection):
+class AllocationClusterConfig(ClusterSection):
     """Scheduler, driver and workers as the srun tasks of one allocation (dask-jobqueue's SLURMRunner)."""
 
     kind: Literal["allocation"]  # selects this section's keys
     interface: str | None  # network interface between the allocation's nodes
     scheduler_directory: str | None  # where the scheduler file goes (every task must see it)
-    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
-    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
 log = logging.getLogger("pdrflow")
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from ..config.sections import ClusterKind, KindSection
+from ..config.sections import ClusterKind, ClusterSection
 from ..errors import ConfigError
 from .security import PROTOCOL, remove_directory, run_security, user_directory, warn_if_dashboard_exposed
 
@@ -27,12 +27,10 @@ if TYPE_CHECKING:  # distributed is imported when a cluster starts: config loadi
     from .placement import Placement
 
 
-class LocalClusterConfig(KindSection):
+class LocalClusterConfig(ClusterSection):
     kind: Literal["local"]  # selects this section's keys
     n_workers: int | None = Field(ge=1)
     threads_per_worker: int = Field(ge=1)
-    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
-    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
 
 def dask_setup(worker: Any) -> None:
@@ -122,4 +120,5 @@ def check(config: Config) -> None:
                           "(4 per core) for a local cluster")
 
 
-KIND = ClusterKind(config=LocalClusterConfig, start=start, placement=placement, check=check)  # found by config.kinds
+KIND = ClusterKind(config=LocalClusterConfig, start=start, placement=placement, check=check,
+                   workers_are_children=True)  # found by config.kinds

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from ..config.sections import DB_PASSWORD_ENV, SFTP_PASSWORD_ENV
+from ..config.sections import DB_PASSWORD_ENV
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -173,15 +173,18 @@ def read_credentials(directory: Path, timeout: float = 300.0) -> Security:
 
 def withheld_from_workers(config: Config) -> tuple[str, ...]:
     """The password variables this run's workers never use: the database's for an SQLite ledger (a file, no
-    password), the SFTP server's when the archive is not on SFTP."""
-    from ..storage.sftp import SftpStorageConfig  # here: config loading imports the kind modules, they this one
+    password), and every storage or cluster kind's but those of the kinds this run uses (SFTP's when the
+    archive is not on SFTP)."""
+    from ..config.kinds import KIND_MODELS, KIND_SECTIONS
 
-    withheld: list[str] = []
-    if config.database.sqlalchemy_url().drivername.startswith("sqlite"):
-        withheld += DB_PASSWORD_ENV
-    if not isinstance(config.storage, SftpStorageConfig):
-        withheld += SFTP_PASSWORD_ENV
-    return tuple(withheld)
+    def variables(model: type) -> tuple[str, ...]:
+        return tuple(getattr(model, "_PASSWORD_ENV", ()))  # a kind section holding a password (sections)
+
+    every = dict.fromkeys([*DB_PASSWORD_ENV, *(name for model in KIND_MODELS.values() for name in variables(model))])
+    used = {name for section in KIND_SECTIONS for name in variables(type(getattr(config, section)))}
+    if not config.database.sqlalchemy_url().drivername.startswith("sqlite"):
+        used.update(DB_PASSWORD_ENV)
+    return tuple(name for name in every if name not in used)
 
 
 class _SubmitSpacing:

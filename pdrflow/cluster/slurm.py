@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from dask.utils import parse_bytes
 from pydantic import Field
 
-from ..config.sections import ClusterKind, KindSection
+from ..config.sections import ClusterKind, ClusterSection
 from ..errors import ConfigError
 from .jobqueue import import_dask_jobqueue
 from .security import (
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # distributed, the ledger: imported when a cluster starts (co
     from .placement import Placement
 
 
-class SlurmClusterConfig(KindSection):
+class SlurmClusterConfig(ClusterSection):
     """dask-jobqueue SLURMCluster; a key left null falls back to the user's dask `jobqueue.slurm` config."""
 
     kind: Literal["slurm"]  # selects this section's keys
@@ -69,8 +69,6 @@ class SlurmClusterConfig(KindSection):
     # 0: each archival runs on the compute node that holds the model's outputs; N: on N worker processes
     # on the driver's host (login or transfer node), for compute nodes that cannot reach the archive.
     archive_workers: int = Field(default=0, ge=0, le=64)  # also 0 when built in Python without it
-    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
-    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
 
 log = logging.getLogger("pdrflow")
 SCHEDULER = "slurm"

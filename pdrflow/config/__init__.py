@@ -17,6 +17,8 @@ from ..errors import ConfigError
 from . import sections as _sections  # registers the shipped defaults with dask.config, as importing this always did
 
 if TYPE_CHECKING:
+    # The shipped kinds' models under their names, for callers' type checking only: at run time any kind's model
+    # is found by its class name (__getattr__), and nothing in pdrflow imports one from here.
     from ..cluster.allocation import AllocationClusterConfig
     from ..cluster.local import LocalClusterConfig
     from ..cluster.slurm import SlurmClusterConfig

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import ConfigError, shown
-from ..storage.local import LocalStorageConfig
 from .models import Config
 from .sections import DB_PASSWORD_ENV
 
@@ -21,14 +21,26 @@ _DB_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed (a prologue line may hold one)
 
 
+def _holds_a_path(annotation: Any) -> bool:
+    return annotation is Path or any(_holds_a_path(arg) for arg in typing.get_args(annotation))
+
+
 def _check_empty_paths(data: dict[str, Any]) -> None:
-    # An empty or blank path would silently mean the current directory (Path("") == ".").
-    keys = [("kosma_tau", "home"), ("scratch", "root"), ("storage", "root"), ("storage", "key_filename"),
-            ("storage", "known_hosts"), ("storage", "ssh_config")]
-    for section, key in keys:
-        value = data[section].get(key)
-        if isinstance(value, str) and not value.strip():
-            raise ConfigError(f"{section}.{key}: an empty path (leave the key out or use null for the default)")
+    """An empty or blank path would silently mean the current directory (Path("") == "."): refused for every
+    key a section's model types as a local path (a kind section: the model of the kind given)."""
+    from .kinds import KIND_MODELS, KIND_SECTIONS
+
+    for section, info in Config.model_fields.items():
+        if not isinstance(data.get(section), dict):
+            continue
+        if section in KIND_SECTIONS:
+            model = KIND_MODELS.get((section, data[section].get("kind")))
+        else:
+            model = info.annotation if isinstance(info.annotation, type) else None
+        for key, field in model.model_fields.items() if model is not None else ():
+            value = data[section].get(key)
+            if _holds_a_path(field.annotation) and isinstance(value, str) and not value.strip():
+                raise ConfigError(f"{section}.{key}: an empty path (leave the key out or use null for the default)")
 
 
 def _url_password(url: str) -> str | None:
@@ -113,9 +125,12 @@ def _check_filesystem(config: Config) -> None:
     Only what cannot be an outage: an archive root below a regular file may be an unmounted
     file system that comes back, so it stays a runtime failure (failed_storage, retried), but
     an archive or scratch root that *is* a file, or a ledger that is a directory, is a typo."""
+    from .kinds import KIND_SECTIONS
+
     paths: list[tuple[str, Path, str]] = [("scratch.root", config.scratch.resolved_root(), "directory")]
-    if isinstance(config.storage, LocalStorageConfig):
-        paths.append(("storage.root", config.storage.root, "directory"))
+    for section in KIND_SECTIONS:  # the directories a kind creates on this host (storage.local: its root)
+        paths += [(f"{section}.{key}", path, "directory")
+                  for key, path in getattr(config, section).local_directories().items()]
     url = config.database.url
     if url.startswith("sqlite:///") and not url.endswith(":memory:"):
         paths.append(("database.url", Path(url.removeprefix("sqlite:///")), "file"))

@@ -53,6 +53,8 @@ def discover(section: str, declared: type[_K], names: tuple[str, ...] | None = N
             raise KindError(f"{module_name} declares no KIND = {declared.__name__}(...) for {section} kind {name!r}"
                             + (" yet: it imports pdrflow.config (not only pdrflow.config.sections) at its top, "
                                "import that inside its functions" if half else ""))
+        if not issubclass(kind.config, declared.SECTION):  # the keys every kind has, and what mypy sees
+            raise KindError(f"{module_name}: {kind.config.__name__} must subclass {declared.SECTION.__name__}")
         literal = kind.config.model_fields["kind"].annotation
         if typing.get_origin(literal) is not typing.Literal or typing.get_args(literal) != (name,):
             raise KindError(f"{module_name}: {kind.config.__name__}.kind must be Literal[{name!r}], the key of its "

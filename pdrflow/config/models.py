@@ -19,21 +19,15 @@ from pydantic import Field, PlainValidator, SecretStr, field_validator
 
 from ..errors import ConfigError, shown  # noqa: F401 - ConfigError re-exported, callers catch it from here
 from .kinds import CLUSTER_KINDS, STORAGE_KINDS, discriminated
-from .sections import DB_PASSWORD_ENV, SafeName, _PasswordFromEnv, _Section
+from .sections import DB_PASSWORD_ENV, ClusterSection, SafeName, StorageSection, _PasswordFromEnv, _Section
 
 if TYPE_CHECKING:  # SQLAlchemy is imported only where a URL is used: `pdrflow status` stays fast
     from sqlalchemy.engine import URL
 
-    from ..cluster.allocation import AllocationClusterConfig
-    from ..cluster.local import LocalClusterConfig
-    from ..cluster.slurm import SlurmClusterConfig
-    from ..storage.local import LocalStorageConfig
-    from ..storage.sftp import SftpStorageConfig
-
-    # What mypy sees: the kinds pdrflow ships. At run time the unions are built from the kinds found
-    # (config.kinds), so a new kind's module is validated without being named here.
-    StorageConfig: TypeAlias = LocalStorageConfig | SftpStorageConfig
-    ClusterConfig: TypeAlias = LocalClusterConfig | SlurmClusterConfig | AllocationClusterConfig
+    # What mypy sees: what every kind has (a kind's own keys are read in its module, after an isinstance).
+    # At run time: the union of the kinds found (config.kinds), so no kind is named here.
+    StorageConfig: TypeAlias = StorageSection
+    ClusterConfig: TypeAlias = ClusterSection
 else:
     StorageConfig = discriminated(STORAGE_KINDS)
     ClusterConfig = discriminated(CLUSTER_KINDS)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 import dask.config
 import yaml
@@ -86,6 +86,11 @@ class KindSection(_Section):
     # Keys holding a local path given relative to the config file (resolved against its directory when read).
     _CONFIG_RELATIVE: ClassVar[tuple[str, ...]] = ()
 
+    def local_directories(self) -> dict[str, Path]:
+        """Key -> a directory on this host the kind creates or writes below; config loading refuses one
+        that exists as something else (a typo, not an outage)."""
+        return {}
+
 
 def _archive_mode(value: object, *, owner: int, what: str) -> str:
     """An octal permission string ("0640"), normalised to four digits; refused when unsafe or unusable."""
@@ -118,6 +123,25 @@ FileMode = Annotated[str, PlainValidator(_file_mode)]
 DirMode = Annotated[str, PlainValidator(_dir_mode)]
 
 
+class StorageSection(KindSection):
+    """What every storage kind's section has (its model subclasses this one)."""
+
+    # Set explicitly, whatever the umask (the server's, over SFTP). null (also a section built in Python
+    # without them): the umask decides.
+    file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
+    dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
+    # Archivals writing at once from all workers together (for SFTP: SSH connections; sshd drops unauthenticated
+    # ones beyond its MaxStartups, 10 by default); null (also built in Python without it): no limit.
+    max_connections: int | None = Field(default=None, ge=1)
+
+
+class ClusterSection(KindSection):
+    """What every cluster kind's section has (its model subclasses this one)."""
+
+    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
+    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
+
+
 class _WithModes(Protocol):
     @property
     def file_mode(self) -> str | None: ...
@@ -136,7 +160,8 @@ def archive_modes(storage: _WithModes) -> tuple[int | None, int | None]:
 class StorageKind:
     """What ``pdrflow/storage/<kind>.py`` declares as its module-level ``KIND``."""
 
-    config: type[KindSection]  # the section's model for this kind
+    SECTION: ClassVar[type[KindSection]] = StorageSection  # what every kind's model subclasses
+    config: type[StorageSection]  # the section's model for this kind
     open: Callable[[Any], Storage]  # the section -> an open Storage (its heavy imports happen only in here)
     # The whole config -> None, or ConfigError: what this kind needs of the other sections (checked at loading)
     check: Callable[[Config], None] | None = None
@@ -146,7 +171,8 @@ class StorageKind:
 class ClusterKind:
     """What ``pdrflow/cluster/<kind>.py`` declares as its module-level ``KIND``."""
 
-    config: type[KindSection]  # the section's model for this kind
+    SECTION: ClassVar[type[KindSection]] = ClusterSection  # what every kind's model subclasses
+    config: type[ClusterSection]  # the section's model for this kind
     # (config, lease) -> a context manager of the running cluster (distributed, dask-jobqueue imported only in here)
     start: Callable[[Config, GridLease | None], AbstractContextManager[ClusterHandle]]
     # Called first by `pdrflow run`: True in a process that served the cluster instead of driving it
@@ -157,3 +183,7 @@ class ClusterKind:
     placement: Callable[[Any, Mapping[str, str]], Placement] | None = None
     # The whole config -> None, or ConfigError: what this kind needs of the other sections (checked at loading)
     check: Callable[[Config], None] | None = None
+    # True: every worker is a child process of the driver on this machine and stops with it. Then scratch an
+    # interrupted run leaves is swept at once, an SQLite ledger on a network filesystem is only this host's,
+    # and the dashboard needs no ssh tunnel.
+    workers_are_children: bool = False

@@ -15,9 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
-
-from ..config.sections import DirMode, FileMode, KindSection, StorageKind, archive_modes
+from ..config.sections import StorageKind, StorageSection, archive_modes
 from ..errors import ConfigError
 from .base import (
     CHUNK,
@@ -35,16 +33,14 @@ if TYPE_CHECKING:
     from ..config.models import Config
 
 
-class LocalStorageConfig(KindSection):
+class LocalStorageConfig(StorageSection):
     kind: Literal["local"]  # selects this section's keys
     root: Path  # the archive directory; grids go below it
-    # Set explicitly, whatever the umask. null (also a section built in Python without them): the umask decides.
-    file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
-    dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
-    # Archivals writing at once from all workers together; null (also built in Python without it): no limit.
-    max_connections: int | None = Field(default=None, ge=1)
 
     _CONFIG_RELATIVE = ("root",)
+
+    def local_directories(self) -> dict[str, Path]:
+        return {"root": self.root}
 
 
 # Errors a retry may cure (a network filesystem hiccup); the rest are reported at once.

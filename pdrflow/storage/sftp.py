@@ -51,10 +51,8 @@ from pydantic import Field, SecretStr
 
 from ..config.sections import (
     SFTP_PASSWORD_ENV,
-    DirMode,
-    FileMode,
-    KindSection,
     StorageKind,
+    StorageSection,
     _PasswordFromEnv,
     archive_modes,
 )
@@ -85,7 +83,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pdrflow.storage.sftp")
 
 
-class SftpStorageConfig(KindSection, _PasswordFromEnv):
+class SftpStorageConfig(StorageSection, _PasswordFromEnv):
     _PASSWORD_ENV = SFTP_PASSWORD_ENV
 
     kind: Literal["sftp"]  # selects this section's keys
@@ -94,19 +92,12 @@ class SftpStorageConfig(KindSection, _PasswordFromEnv):
     port: int | None = Field(ge=1, le=65535)
     username: str | None = Field(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$", max_length=64)
     root: str = Field(pattern=r"^/", max_length=4096)  # absolute directory on the server
-    # Set explicitly on the server (chmod), whatever its umask. null (also when built in Python without them):
-    # the server's umask decides.
-    file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
-    dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
     key_filename: Path | None
     known_hosts: Path | None
     ssh_config: Path | None
     connect_timeout: float = Field(gt=0)
     operation_timeout: float = Field(gt=0)
     files_in_flight: int = Field(ge=1, le=64)
-    # SSH connections open at once from all workers together, one per archival (sshd drops unauthenticated
-    # ones beyond its MaxStartups, 10 by default); null (also built in Python without it): no limit.
-    max_connections: int | None = Field(default=None, ge=1)
     password: SecretStr | None = None  # from the environment only
 
 

@@ -24,11 +24,15 @@ import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paramiko
 
-from ..config import SFTP_PASSWORD_ENV, SftpStorageConfig
+from ..config.sections import SFTP_PASSWORD_ENV
 from .base import StorageError
+
+if TYPE_CHECKING:
+    from .sftp import SftpStorageConfig
 
 log = logging.getLogger("pdrflow.storage.sftp")
 

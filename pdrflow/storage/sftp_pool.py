@@ -16,17 +16,19 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import paramiko
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential_jitter
 
-from ..config import SftpStorageConfig
 from .base import StorageError
 from .sftp_connect import Endpoint, open_transport
 from .sftp_errors import LINK_ERRORS
 from .sftp_protocol import SftpSession, SftpStatus
+
+if TYPE_CHECKING:
+    from .sftp import SftpStorageConfig
 
 log = logging.getLogger("pdrflow.storage.sftp")
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import DatabaseConfig, LocalStorageConfig, SftpStorageConfig
+from ..config import DatabaseConfig, StorageConfig
 from ..grid import ModelSpec
 from ..kosma.installation import ExecutableVersion, Installation
 
@@ -25,7 +25,7 @@ class RunSettings:
     pdr_timeout: float
     onion_timeout: float
     database: DatabaseConfig  # the password is a SecretStr: masked in any repr
-    storage: LocalStorageConfig | SftpStorageConfig
+    storage: StorageConfig
     # Scratch-relative outputs a run must write (kosma_tau.required_outputs, checked by
     # tasks.run.check_required_outputs); other expected outputs are archived when present.
     required_outputs: tuple[str, ...]
