@@ -480,6 +480,38 @@ def test_a_drop_is_retried_transparently_on_a_new_connection(
     assert leftovers(archive) == []  # the cut attempt's partial file was removed by the retry
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["put", "put_many"])
+def test_a_connection_lost_right_after_the_server_created_the_temporary_leaves_nothing(
+    storage: SftpStorage, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, many: bool
+) -> None:
+    """The file is created on the real server, then the link dies before its handle is used: the window in
+    which a killed sshd left a stray ``.part`` in the fault matrix. The retry must remove it."""
+    items = model_outputs(tmp_path / "staged")
+    victim = "jerg_23.smli" if many else "pdrstruct_s.hdf5"
+    real_open = SftpSession.open
+    lost: list[str] = []
+
+    def open_then_lose_the_link(self: SftpSession, path: str, *args: Any, **kwargs: Any) -> bytes:
+        handle = real_open(self, path, *args, **kwargs)
+        if not lost and path.rsplit("/", 1)[-1].startswith(f".{victim}.pdrflow-"):
+            lost.append(path)
+            self.channel.get_transport().close()  # the server now holds the created file
+            raise EOFError("connection lost")
+        return handle
+
+    monkeypatch.setattr(SftpSession, "open", open_then_lose_the_link)
+    if many:
+        storage.put_many(items)
+    else:
+        local, path, size, sha = next(item for item in items if item[1].endswith(victim))
+        storage.put(local, path, size=size, sha256=sha)
+        items = [(local, path, size, sha)]
+    assert lost, "the fault was not injected"
+    for local, path, _, _ in items:
+        assert (archive / path).read_bytes() == local.read_bytes()
+    assert leftovers(archive) == []
+
+
 def test_a_silent_server_times_out_instead_of_hanging(
     sshd: Sshd, proxy: TcpProxy, make_config: MakeConfig, tmp_path: Path
 ) -> None:

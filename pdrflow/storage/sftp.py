@@ -305,8 +305,14 @@ class SftpStorage(Storage):
         with source:
             try:
                 handle = session.open(temporary, O_WRITE | O_CREAT | O_EXCL, self._file_mode)
-            except SftpStatus as exc:
+            except SftpStatus as exc:  # the server answered no: nothing was created
                 raise sftp_error(exc, self._address, session, size, remote) from None
+            except BaseException:
+                # Lost with the request sent: the server may have created the file before its handle could
+                # come back, which leaves it behind as surely as a cut mid-write.
+                with self._lock:
+                    self._orphans.add(temporary)
+                raise
             try:
                 written, digest, attrs = self._upload(session, handle, CheckedReader(source, local), temporary, size)
                 if written != size or digest != sha256:
