@@ -19,9 +19,11 @@ shipped connection budgets (``database.max_connections``, ``storage.max_connecti
    ``client.map`` of the same null executables in fresh scratch directories (no ledger, no archive), the
    same with each task putting its outputs over SFTP (paramiko, what a hand-written script would do; no
    ledger, no checks), against ``pdrflow run`` on an identical box. Also the machine's CPU seconds per
-   model (every process): on the box all nodes share 2 cores, so that bounds the models per second.
-4. ``walltime`` - worker jobs shorter than the grid: walltime 00:02:30 (``WALLTIME``), 5 s models, 4 job
-   slots and 4 minutes of work; workers retire (pdrflow's ``--lifetime``) and adapt() replaces them. The
+   model (every process): on the box all nodes share 2 cores, so that bounds the models per second; and
+   those seconds by kind of process (driver, Dask workers, sshd, PostgreSQL, SLURM; ``ProcessCpu``).
+4. ``walltime`` - worker jobs shorter than the grid: walltime 00:02:30, 192 models of 5 s by default
+   (``--walltime 00:08:00,184,15`` for longer jobs), 4 job slots with more work each than one job's
+   lifetime; workers retire (pdrflow's ``--lifetime``) and adapt() replaces them. The
    share of allocated worker-seconds (SLURM's job completion records: accounting storage is off here, so
    ``sacct`` has nothing; slurmctld's jobcomp/filetxt log has each job's start and end, 1 s resolution)
    spent in model attempts (the ledger's attempts).
@@ -567,12 +569,16 @@ def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: f
     with services(work / "pdrflow", nodes, cpus, cpus * 1024) as svc:
         config = run_config(work / "pdrflow" / "run", svc, home, models=models, jobs=jobs, cores=1, processes=1)
         cpu_before = machine_cpu_s()
+        per_kind = ProcessCpu()
+        per_kind.start()
         result = pdrflow_run(svc, config, timeout=900)
         machine_cpu = machine_cpu_s() - cpu_before
+        cpu_by_kind = per_kind.stop()
     attempts = result.pop("_attempts")
     out["pdrflow"] = {**{k: result[k] for k in ("exit_code", "wall_s", "cpu_s_with_children", "driver_cpu_s",
                                                 "archived", "computed_once", "refusals")},
                       "machine_cpu_s_per_model": round(machine_cpu / models, 3),
+                      "cpu_s_by_process_kind": cpu_by_kind,
                       **model_durations(attempts),
                       **overhead_figures(pdrflow_intervals(attempts), models, jobs, seconds, result["wall_s"])}
     for name in ("plain_dask", "plain_dask_with_sftp"):
@@ -581,6 +587,72 @@ def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: f
             out[f"ratio_pdrflow_to_{name}"] = {k: round(ours[k] / plain[k], 2) if plain[k] > 0 else None
                                                for k in ours}
     return out
+
+
+PROCESS_KINDS = (("driver", ("-m pdrflow run", "--child-dask")), ("benchmark", ("bench_scale.py",)),
+                 ("postgres", ("postgres",)), ("sshd", ("sshd", "sftp-server")),
+                 ("slurm", ("slurmd", "slurmstepd", "slurmctld", "munged", "sbatch", "squeue", "scancel", "sinfo")),
+                 ("dask_worker", ("distributed.cli.dask_worker", "multiprocessing.spawn", "dask worker")),
+                 ("models", ("pdrexe", "onionexe", "sleep")))
+
+
+class ProcessCpu(threading.Thread):
+    """CPU seconds per kind of process over a run (what ``machine_cpu_s`` spreads over): every process is read
+    every ``interval`` s; its last reading counts, less its reading at the start for those already running then.
+    A process that lives less than ``interval`` s (a model's shell steps) may be missed."""
+
+    def __init__(self, driver_pid: int | None = None, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.driver_pid, self.interval = driver_pid, interval
+        self._first: dict[tuple[int, float], float] = {}
+        self._last: dict[tuple[int, float], tuple[str, float]] = {}
+        self._started_at: set[tuple[int, float]] = set()
+        self.done = threading.Event()
+
+    def _kind(self, process: Any) -> str:
+        import psutil
+
+        if self.driver_pid is not None and process.pid == self.driver_pid:
+            return "driver"
+        try:
+            words = " ".join(process.cmdline()) or process.name()
+        except psutil.Error:
+            return "other"
+        for kind, needles in PROCESS_KINDS:
+            if any(needle in words for needle in needles):
+                return kind
+        return "other"
+
+    def _read(self, first: bool) -> None:
+        import psutil
+
+        for process in psutil.process_iter(["create_time"]):
+            try:
+                times = process.cpu_times()
+                key = (process.pid, process.info["create_time"])
+                cpu = times.user + times.system
+                if key not in self._last:
+                    self._last[key] = (self._kind(process), cpu)
+                    if first:
+                        self._first[key] = cpu
+                else:
+                    self._last[key] = (self._last[key][0], cpu)
+            except psutil.Error:
+                continue
+
+    def run(self) -> None:
+        self._read(first=True)
+        while not self.done.wait(self.interval):
+            self._read(first=False)
+        self._read(first=False)
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.join(timeout=30)
+        totals: dict[str, float] = {}
+        for key, (kind, cpu) in self._last.items():
+            totals[kind] = totals.get(kind, 0.0) + cpu - self._first.get(key, 0.0)
+        return {kind: round(seconds, 1) for kind, seconds in sorted(totals.items())}
 
 
 def machine_cpu_s() -> float:
@@ -609,9 +681,12 @@ def plain_dask_run(svc: Services, run: Path, home: Path, jobs: int, models: int,
     (run / "spec.json").write_text(json.dumps(spec))
     output = run / "plain-dask.out"
     cpu_before = machine_cpu_s()
+    per_kind = ProcessCpu()
+    per_kind.start()
     result = run_measured([sys.executable, __file__, "--child-dask", str(run / "spec.json")],
                           {**svc.env(), "PYTHONPATH": str(REPO)}, run, output, 900, Sampler(svc, None))
     machine_cpu = machine_cpu_s() - cpu_before
+    cpu_by_kind = per_kind.stop()
     lines = output.read_text(errors="replace").strip().splitlines()
     if result["exit_code"] != 0 or not lines:
         return {**result, "output_tail": "\n".join(lines)[-3000:]}
@@ -619,7 +694,7 @@ def plain_dask_run(svc: Services, run: Path, home: Path, jobs: int, models: int,
     return {**{k: result[k] for k in ("exit_code", "wall_s", "cpu_s_with_children", "driver_cpu_s")},
             "models_done": len(child["intervals"]),
             "archived_files_on_disk": files_under(run / "archive") if archive else 0,
-            "machine_cpu_s_per_model": round(machine_cpu / models, 3),
+            "machine_cpu_s_per_model": round(machine_cpu / models, 3), "cpu_s_by_process_kind": cpu_by_kind,
             **overhead_figures(child["intervals"], models, jobs, seconds, result["wall_s"])}
 
 
@@ -711,18 +786,24 @@ WIDE_DEATH_TIMEOUT_S = 600
 # worker's start-up and its last, refused model alone cost a fifth of the allocation.
 WALLTIME = "00:02:30"
 WALLTIME_MODELS = 192
+WALLTIME_MODEL_SECONDS = 5.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 nodes x 2 workers, 8 models: checks that it runs")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated subset of " + ",".join(SCENARIOS))
+    parser.add_argument("--walltime", default=f"{WALLTIME},{WALLTIME_MODELS},{WALLTIME_MODEL_SECONDS:g}",
+                        metavar="HH:MM:SS,MODELS,SECONDS",
+                        help="the walltime scenario's job walltime, number of models and model seconds "
+                             "(default %(default)s; a longer walltime weighs each job's start-up less)")
     parser.add_argument("--child-dask", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_dask:
         print(json.dumps(plain_dask_child(json.loads(Path(args.child_dask).read_text()))))
         return
     quick = args.quick
+    walltime, walltime_models, walltime_seconds = args.walltime.split(",")
     work = Path(tempfile.mkdtemp(prefix="pdrflow-bench-scale-"))
     result: dict[str, Any] = {
         "quick": quick,
@@ -738,7 +819,7 @@ def main() -> None:
         "overhead": lambda w: scenario_overhead(w, 2, 2, 8, 1.0) if quick else
         scenario_overhead(w, 4, 4, 160, 2.0),
         "walltime": lambda w: scenario_walltime(w, 2, 30, 3.0, "00:01:00") if quick else
-        scenario_walltime(w, 4, WALLTIME_MODELS, 5.0, WALLTIME),
+        scenario_walltime(w, 4, int(walltime_models), float(walltime_seconds), walltime),
     }
     try:
         for name in args.only.split(","):
