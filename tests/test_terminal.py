@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -80,3 +81,28 @@ def test_failure_causes_ignore_job_specific_details() -> None:
     jobs = [FailedJob(f"m{i}", "failed_storage", f"ledger commit failed after {i}.5 s", {}) for i in range(8)]
     groups = GridStatus("g", {"failed_storage": 8}, {}, jobs).failure_groups()
     assert [(g.count, len(g.examples)) for g in groups] == [(8, 5)]
+
+
+def test_a_library_traceback_reaches_the_log_file_not_the_terminal(tmp_path: Path) -> None:
+    """paramiko's transport thread logs a dead SFTP server's traceback at ERROR; pdrflow reports the failure
+    itself (failed_storage, retried), so the terminal shows pdrflow's line and the traceback is in the log."""
+    log = tmp_path / "run.log"
+    script = (
+        "import logging\n"
+        "from pathlib import Path\n"
+        "from pdrflow.cli.logs import run_logging, setup_logging\n"
+        "setup_logging(False)\n"
+        f"with run_logging(Path({str(log)!r}), None):\n"
+        "    for line in ('Exception (client): Error reading SSH protocol banner', 'Traceback (most recent call "
+        "last):', 'EOFError'):\n"
+        "        logging.getLogger('paramiko.transport').error(line)\n"
+        "    logging.getLogger('pdrflow.driver').warning('archival of job 7 failed; retrying')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    terminal = done.stdout + done.stderr
+    assert "archival of job 7 failed; retrying" in terminal
+    assert "Traceback" not in terminal and "SSH protocol banner" not in terminal
+    logged = log.read_text()
+    assert "paramiko.transport: Traceback (most recent call last):" in logged
+    assert "EOFError" in logged
+

@@ -1,8 +1,9 @@
 """Where log records go: one terminal handler (rich, above any live line) and, for a run, a log file.
 
 The terminal gets pdrflow's warnings (everything with ``-v``); the libraries' records (distributed,
-tornado, bokeh: the dashboard's request errors, worker and nanny chatter) go to the run's log file
-only, unless ``-v`` asks for everything on the terminal too.
+tornado, bokeh: the dashboard's request errors, worker and nanny chatter; paramiko: a transport
+thread's traceback when the SFTP server goes away, which pdrflow reports and retries itself) go to
+the run's log file only, unless ``-v`` asks for everything on the terminal too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..config import Config
 
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # distributed configures these itself on import (a stderr handler each, propagation off): taken back
-LIBRARY_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
+LIBRARY_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio", "paramiko")
 
 
 class _TerminalFilter(logging.Filter):
