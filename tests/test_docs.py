@@ -28,6 +28,13 @@ def test_config_reference_covers_every_key() -> None:
         path.split(".")[0] for _, path, _ in SECTIONS}
 
 
+def test_every_key_says_what_it_means() -> None:
+    """Each field's Field(description=...) is its meaning on the reference page: one place, in the model."""
+    missing = [f"{path}.{key}" for _, path, model in SECTIONS for key, info in model.model_fields.items()
+               if key not in NOT_YAML_KEYS and not (info.description or "").strip()]
+    assert missing == []
+
+
 def test_every_command_the_docs_show_exists() -> None:
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     text = README.read_text() + (DOCS / "user-guide.md").read_text()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import dask.config
+from pydantic import Field
 
 from ..config.sections import ClusterKind, ClusterSection
 from ..errors import ConfigError
@@ -50,9 +51,9 @@ if TYPE_CHECKING:  # distributed is imported when a cluster starts: config loadi
 class AllocationClusterConfig(ClusterSection):
     """Scheduler, driver and workers as the srun tasks of one allocation (dask-jobqueue's SLURMRunner)."""
 
-    kind: Literal["allocation"]  # selects this section's keys
-    interface: str | None  # network interface between the allocation's nodes
-    scheduler_directory: str | None  # where the scheduler file goes (every task must see it)
+    kind: Literal["allocation"] = Field(description="selects this section's keys")
+    interface: str | None = Field(description="network interface between the allocation's nodes")
+    scheduler_directory: str | None = Field(description="null: $SLURM_SUBMIT_DIR")
 
 log = logging.getLogger("pdrflow")
 

@@ -28,9 +28,9 @@ if TYPE_CHECKING:  # distributed is imported when a cluster starts: config loadi
 
 
 class LocalClusterConfig(ClusterSection):
-    kind: Literal["local"]  # selects this section's keys
-    n_workers: int | None = Field(ge=1)
-    threads_per_worker: int = Field(ge=1)
+    kind: Literal["local"] = Field(description="selects this section's keys")
+    n_workers: int | None = Field(ge=1, description="null: one per core")
+    threads_per_worker: int = Field(ge=1, description="threads of each worker process: the models it runs at once")
 
 
 def dask_setup(worker: Any) -> None:

@@ -51,24 +51,31 @@ if TYPE_CHECKING:  # distributed, the ledger: imported when a cluster starts (co
 class SlurmClusterConfig(ClusterSection):
     """dask-jobqueue SLURMCluster; a key left null falls back to the user's dask `jobqueue.slurm` config."""
 
-    kind: Literal["slurm"]  # selects this section's keys
-    queue: str | None  # the partition
-    account: str | None  # sbatch --account
-    cores: int | None = Field(ge=1)  # per worker job
-    memory: str | None  # per worker job, e.g. "4GB"
-    processes: int | None = Field(ge=1)
-    walltime: str | None  # e.g. "02:00:00"
-    job_extra_directives: list[str] | None  # more #SBATCH lines, e.g. ["--qos=long"]
-    job_script_prologue: list[str] | None  # module loads, conda activate, ...
-    interface: str | None  # network interface the workers reach the scheduler on, e.g. ib0
-    local_directory: str | None  # worker spill directory on the node
-    log_directory: str | None  # where the worker jobs' SLURM logs go
-    min_jobs: int = Field(ge=0)
-    max_jobs: int = Field(ge=1)
-    submit_interval: float = Field(ge=0)  # seconds at least between two sbatch calls (slurmctld takes bursts badly)
+    kind: Literal["slurm"] = Field(description="selects this section's keys")
+    queue: str | None = Field(description="the partition")
+    account: str | None = Field(description="sbatch --account")
+    cores: int | None = Field(ge=1, description="per worker job")
+    memory: str | None = Field(description="per worker job, e.g. \"4GB\"")
+    processes: int | None = Field(ge=1, description="Dask worker processes per worker job, sharing its cores")
+    walltime: str | None = Field(description="e.g. \"02:00:00\"")
+    job_extra_directives: list[str] | None = Field(description="more #SBATCH lines, e.g. [\"--qos=long\"]")
+    job_script_prologue: list[str] | None = Field(description="module loads, conda activate, ...")
+    interface: str | None = Field(description="network interface the workers reach the scheduler on, e.g. ib0")
+    local_directory: str | None = Field(description="worker spill directory on the node")
+    log_directory: str | None = Field(description="where the worker jobs' SLURM logs go")
+    min_jobs: int = Field(ge=0, description="worker jobs adaptive scaling keeps at least")
+    max_jobs: int = Field(ge=1, description="worker jobs at most at once")
+    submit_interval: float = Field(ge=0, description="seconds at least between two sbatch calls of one driver")
     # 0: each archival runs on the compute node that holds the model's outputs; N: on N worker processes
     # on the driver's host (login or transfer node), for compute nodes that cannot reach the archive.
-    archive_workers: int = Field(default=0, ge=0, le=64)  # also 0 when built in Python without it
+    # also 0 when built in Python without it
+    archive_workers: int = Field(
+        default=0, ge=0, le=64,
+        description=(
+            "0: archive on the compute node holding the outputs; N: on N processes on the driver's host (needs "
+            "scratch.staging)"
+        ),
+    )
 
 log = logging.getLogger("pdrflow")
 SCHEDULER = "slurm"

@@ -59,37 +59,56 @@ ScalarOrList = Annotated[int | float | str | list[int | float | str], PlainValid
 class GridConfig(_Section):
     """The grid axes. Each axis is given in exactly one notation (see pdrflow.grid)."""
 
-    name: SafeName
-    metallicity: list[Scalar] | None = None  # Z / Z_sun
-    metallicity_percent: list[Scalar] | None = None  # predecessor: "100" = 1.00 Z_sun
-    density: list[Scalar] | None = None  # surface H density, cm^-3
-    density_tenthdex: list[Scalar] | None = None  # predecessor: "30" = 10^3.0 cm^-3
-    mass: list[Scalar] | None = None  # clump mass, M_sun
-    mass_tenthdex: list[Scalar] | None = None  # predecessor: "-10" = 10^-1.0 M_sun
-    fuv: list[Scalar] | None = None  # FUV field, Draine units
-    fuv_tenthdex: list[Scalar] | None = None  # predecessor: "10" = 10^1.0
-    parameters: dict[str, ScalarOrList] = Field(default_factory=dict)  # any KOSMA-tau parameter, fixed or varied
-    abundances: dict[str, Scalar] = Field(default_factory=dict)  # element fractions overriding the defaults
+    name: SafeName = Field(description="the grid's name: its entry in the ledger and its directory in the archive")
+    metallicity: list[Scalar] | None = Field(default=None, description="Z / Z_sun")
+    metallicity_percent: list[Scalar] | None = Field(default=None, description="predecessor: \"100\" = 1.00 Z_sun")
+    density: list[Scalar] | None = Field(default=None, description="surface H density, cm^-3")
+    density_tenthdex: list[Scalar] | None = Field(default=None, description="predecessor: \"30\" = 10^3.0 cm^-3")
+    mass: list[Scalar] | None = Field(default=None, description="clump mass, M_sun")
+    mass_tenthdex: list[Scalar] | None = Field(default=None, description="predecessor: \"-10\" = 10^-1.0 M_sun")
+    fuv: list[Scalar] | None = Field(default=None, description="FUV field, Draine units")
+    fuv_tenthdex: list[Scalar] | None = Field(default=None, description="predecessor: \"10\" = 10^1.0")
+    parameters: dict[str, ScalarOrList] = Field(
+        default_factory=dict, description="any KOSMA-tau parameter, fixed or varied",
+    )
+    abundances: dict[str, Scalar] = Field(default_factory=dict, description="element fractions overriding the defaults")
     # "pdrflow": a value between tenth-dex steps gets a disambiguated name (34.7712);
     # "predecessor": rounded tenth-dex names as pdr_run gave them (to continue an old grid).
-    naming: Literal["pdrflow", "predecessor"]
+    naming: Literal["pdrflow", "predecessor"] = Field(
+        description=(
+            "names of the grid points: pdrflow (a value between tenth-dex steps gets a disambiguated name), or "
+            "predecessor: pdr_run's rounded tenth-dex names, to continue an old grid"
+        ),
+    )
 
 
 class KosmaTauConfig(_Section):
-    standin: bool
-    home: Path | None
-    pdr_executable: str
-    onion_executable: str
-    helper_executables: list[str]
-    chem_rates: str | None
-    onion_species: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9+\-]*$", max_length=40)]]
-    network_species: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9+\-*]*$", max_length=40)]] | None
-    pdr_timeout: float = Field(gt=0)
-    onion_timeout: float = Field(gt=0)
-    pdrnew_template: Path | None  # PDRNEW.INP template with KT_VAR<name>_ placeholders; null: pdrflow's own
-    json_template: Path | None  # pdr_config.json template (JSON, // comments allowed); null: pdrflow's own
-    model_grid: bool  # true: write the *MODEL GRID <name> line (the code must then run as PDR_GRID.JOB)
-    required_outputs: list[str]  # scratch-relative outputs a run must write; the others are archived if present
+    standin: bool = Field(description="true: use pdrflow's stand-in executables (NOT KOSMA-tau) and input data")
+    home: Path | None = Field(description="KOSMA-tau installation (executables, pdrinpdata/, onioninpdata/, In/)")
+    pdr_executable: str = Field(description="the PDR code, a file in home")
+    onion_executable: str = Field(description="the line radiative transfer code, run once per species")
+    helper_executables: list[str] = Field(description="placed in scratch when present; the PDR code calls them")
+    chem_rates: str | None = Field(
+        description="file in <home>/pdrinpdata linked as pdrinpdata/chem_rates.dat (null: chem_rates.dat)",
+    )
+    onion_species: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9+\-]*$", max_length=40)]] = Field(
+        description="the species onion runs once for each",
+    )
+    network_species: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9+\-*]*$", max_length=40)]] | None = Field(
+        description="null: the predecessor's 105-species network",
+    )
+    pdr_timeout: float = Field(gt=0, description="seconds for one PDR run")
+    onion_timeout: float = Field(gt=0, description="seconds for one onion run")
+    pdrnew_template: Path | None = Field(
+        description="your PDRNEW.INP template (KT_VAR<name>_ placeholders); null: pdrflow's own",
+    )
+    json_template: Path | None = Field(description="your pdr_config.json template; null: pdrflow's own")
+    model_grid: bool = Field(
+        description="true: write \"*MODEL GRID <name>\" (the code must then be started by PDR_GRID.JOB)",
+    )
+    required_outputs: list[str] = Field(
+        description="scratch-relative outputs a run must write; the others are archived if present",
+    )
 
     @field_validator("onion_species", "network_species")
     @classmethod
@@ -122,9 +141,15 @@ class KosmaTauConfig(_Section):
 
 class DatabaseConfig(_Section, _PasswordFromEnv):
     _PASSWORD_ENV = DB_PASSWORD_ENV
-    url: str
+    url: str = Field(description="relative SQLite paths are relative to the config file")
     # Ledger sessions open at once from all workers together (the driver's few aside); null: no limit.
-    max_connections: int | None = Field(default=None, ge=1)  # also null when built in Python without it
+    # also null when built in Python without it
+    max_connections: int | None = Field(
+        default=None, ge=1,
+        description=(
+            "ledger sessions open at once from all workers together (plus the driver's few); null: no limit"
+        ),
+    )
     password: SecretStr | None = None  # from the environment only
 
     def sqlalchemy_url(self) -> URL:
@@ -143,11 +168,17 @@ def default_scratch_root() -> Path:
 
 
 class ScratchConfig(_Section):
-    root: Path | None
-    keep_failed: bool
+    root: Path | None = Field(description="null: $SLURM_TMPDIR, else $TMPDIR, else /tmp (+ /pdrflow-scratch)")
+    keep_failed: bool = Field(description="keep a failed model's scratch dir for diagnosis")
     # A directory the compute nodes and the driver's host all see (a shared filesystem): with
     # cluster.slurm.archive_workers, each computed model's outputs move here from node-local scratch.
-    staging: Path | None = None  # also null when built in Python without it
+    # also null when built in Python without it
+    staging: Path | None = Field(
+        default=None,
+        description=(
+            "shared directory (every node and the driver's host): outputs move here for archive_workers"
+        ),
+    )
 
     def resolved_root(self) -> Path:
         return self.root if self.root is not None else default_scratch_root()
@@ -156,51 +187,68 @@ class ScratchConfig(_Section):
 class RunConfig(_Section):
     # Refuse a grid bigger than this before expanding it (a typo like 10^4 x 10^4 values would
     # otherwise take the driver's memory and hours of registration). Raise it if you mean it.
-    max_models: int = Field(ge=1)
-    max_in_flight: int | None = Field(ge=1)
-    expected_model_seconds: float | None = Field(gt=0)  # null: learned from finished models
-    archive_attempts: int = Field(ge=1, le=100)
-    archive_backoff_initial: float = Field(ge=0)
-    archive_backoff_max: float = Field(ge=0)
-    log_file: Path | None  # relative to the config file; null: pdrflow-<grid>.log next to it
+    max_models: int = Field(ge=1, description="a larger grid is refused before it is expanded; raise it if you mean it")
+    max_in_flight: int | None = Field(ge=1, description="models submitted at once; null: 2 x worker slots")
+    expected_model_seconds: float | None = Field(
+        gt=0, description="a model is not started on a worker retiring sooner; null: learned",
+    )
+    archive_attempts: int = Field(
+        ge=1, le=100, description="archival tries per job in one run before it stays failed_storage",
+    )
+    archive_backoff_initial: float = Field(ge=0, description="seconds; doubles per attempt, with jitter")
+    archive_backoff_max: float = Field(ge=0, description="seconds: the longest wait between two archival tries")
+    log_file: Path | None = Field(
+        description=(
+            "the run's log (libraries' and dashboard errors too); null: pdrflow-<grid>.log next to the config; "
+            "relative: to the config file"
+        ),
+    )
 
 
 class StructureMapping(_Section):
     """Datasets of the archived ``pdrstruct<J>.hdf5`` the reader takes each quantity from."""
 
-    depth_cm: str  # distance from the clump surface [cm]
-    av: str  # visual extinction from the surface [mag]
-    tgas: str  # gas temperature [K]
-    tdust: str  # dust temperature [K] (optional in the file)
-    nh: str  # total H nuclei density [cm^-3] (optional in the file)
-    abundances: str  # group with one dataset per species, relative to H nuclei
+    depth_cm: str = Field(description="distance from the clump surface [cm]")
+    av: str = Field(description="visual extinction from the surface [mag]")
+    tgas: str = Field(description="gas temperature [K]")
+    tdust: str = Field(description="dust temperature [K] (optional in the file)")
+    nh: str = Field(description="total H nuclei density [cm^-3] (optional in the file)")
+    abundances: str = Field(description="group with one dataset per species, relative to H nuclei")
 
 
 class ChemistryMapping(_Section):
     """Datasets of the archived ``pdrchem<J>.hdf5`` (an optional output) holding the column densities."""
 
-    species: str  # species names (fixed-length ASCII), in the order of the column densities
-    column_density: str  # per species, surface to centre [cm^-2]
+    species: str = Field(description="species names (fixed-length ASCII), in the order of the column densities")
+    column_density: str = Field(description="per species, surface to centre [cm^-2]")
 
 
 class LinebtMapping(_Section):
     """Column names (the last ``#`` header line) of the archived ``linebt_<S>.out`` line tables."""
 
-    transition: str  # the transition's name
-    wavelength_um: str  # [µm]; lines are matched by wavelength, not by name
-    intensity: str  # integrated intensity, clump average [erg s^-1 cm^-2 sr^-1]
-    peak_tb: str  # line-centre brightness temperature, clump average [K]
+    transition: str = Field(description="the transition's name")
+    wavelength_um: str = Field(description="[µm]; lines are matched by wavelength, not by name")
+    intensity: str = Field(description="integrated intensity, clump average [erg s^-1 cm^-2 sr^-1]")
+    peak_tb: str = Field(description="line-centre brightness temperature, clump average [K]")
 
 
 class ResultsConfig(_Section):
     """How archived outputs are read back (report, export, notebook), and what export and report derive."""
 
-    structure: StructureMapping
-    chemistry: ChemistryMapping
-    linebt: LinebtMapping
-    line_ratios: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9+_]+/[A-Za-z0-9+_]+$", max_length=80)]]
-    report_ratios: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9+_]+/[A-Za-z0-9+_]+$", max_length=80)]]
-    outlier_dex: float = Field(gt=0)
+    structure: StructureMapping = Field(
+        description="pdrstruct<J>.hdf5: quantity -> dataset; a file lacking one is reported with what it holds",
+    )
+    chemistry: ChemistryMapping = Field(description="pdrchem<J>.hdf5 (optional output): column densities")
+    linebt: LinebtMapping = Field(description="linebt_<S>.out: quantity -> column name in the last \"#\" header line")
+    line_ratios: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9+_]+/[A-Za-z0-9+_]+$", max_length=80)]] = Field(
+        description="pdrtpy identifiers numerator/denominator: one FITS model per ratio in `pdrflow export`",
+    )
+    report_ratios: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9+_]+/[A-Za-z0-9+_]+$", max_length=80)]] = Field(
+        description="line-ratio maps in `pdrflow report`",
+    )
+    outlier_dex: float = Field(
+        gt=0, description="a cell this far (dex) from what its n and FUV neighbours predict is flagged",
+    )
 
 
 class Config(_Section):

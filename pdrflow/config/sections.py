@@ -128,18 +128,39 @@ class StorageSection(KindSection):
 
     # Set explicitly, whatever the umask (the server's, over SFTP). null (also a section built in Python
     # without them): the umask decides.
-    file_mode: FileMode | None = None  # octal, e.g. "0640": every archived file
-    dir_mode: DirMode | None = None  # octal, e.g. "0750": every directory pdrflow creates in the archive
+    file_mode: FileMode | None = Field(
+        default=None,
+        description=(
+            "archived files: owner and group read, others nothing, whatever the umask (null: umask)"
+        ),
+    )
+    dir_mode: DirMode | None = Field(
+        default=None,
+        description=(
+            "directories pdrflow creates in the archive; existing ones are left alone (null: umask)"
+        ),
+    )
     # Archivals writing at once from all workers together (for SFTP: SSH connections; sshd drops unauthenticated
     # ones beyond its MaxStartups, 10 by default); null (also built in Python without it): no limit.
-    max_connections: int | None = Field(default=None, ge=1)
+    max_connections: int | None = Field(
+        default=None, ge=1,
+        description=(
+            "archive connections open at once from all workers together, one per archival (over SFTP, sshd drops "
+            "unauthenticated ones beyond MaxStartups, 10 by default); null: no limit"
+        ),
+    )
 
 
 class ClusterSection(KindSection):
     """What every cluster kind's section has (its model subclasses this one)."""
 
-    dashboard_address: str | None  # host:port of the Dask dashboard (with the pdrflow page); null: none
-    security: Literal["tls", "none"]  # tls: per-run certificates, only this run's processes may connect
+    dashboard_address: str | None = Field(
+        description="host:port of the Dask dashboard with the pdrflow page (loopback: on a cluster the run prints the "
+                    "ssh tunnel to it); null: none",
+    )
+    security: Literal["tls", "none"] = Field(
+        description="tls: per-run certificates, no one else can connect; none: plain TCP (warns)",
+    )
 
 
 class _WithModes(Protocol):

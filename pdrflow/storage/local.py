@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pydantic import Field
+
 from ..config.sections import StorageKind, StorageSection, archive_modes
 from ..errors import ConfigError
 from .base import (
@@ -34,8 +36,8 @@ if TYPE_CHECKING:
 
 
 class LocalStorageConfig(StorageSection):
-    kind: Literal["local"]  # selects this section's keys
-    root: Path  # the archive directory; grids go below it
+    kind: Literal["local"] = Field(description="selects this section's keys")
+    root: Path = Field(description="the archive directory; grids go below it")
 
     _CONFIG_RELATIVE = ("root",)
 

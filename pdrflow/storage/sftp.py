@@ -86,18 +86,33 @@ log = logging.getLogger("pdrflow.storage.sftp")
 class SftpStorageConfig(StorageSection, _PasswordFromEnv):
     _PASSWORD_ENV = SFTP_PASSWORD_ENV
 
-    kind: Literal["sftp"]  # selects this section's keys
+    kind: Literal["sftp"] = Field(description="selects this section's keys")
     # A host name, address or ~/.ssh/config Host alias; no leading "-" (never an ssh option).
-    host: str = Field(pattern=r"^[A-Za-z0-9_.:\[\]%][A-Za-z0-9_.:\[\]%-]*$", max_length=255)
-    port: int | None = Field(ge=1, le=65535)
-    username: str | None = Field(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$", max_length=64)
-    root: str = Field(pattern=r"^/", max_length=4096)  # absolute directory on the server
-    key_filename: Path | None
-    known_hosts: Path | None
-    ssh_config: Path | None
-    connect_timeout: float = Field(gt=0)
-    operation_timeout: float = Field(gt=0)
-    files_in_flight: int = Field(ge=1, le=64)
+    host: str = Field(
+        pattern=r"^[A-Za-z0-9_.:\[\]%][A-Za-z0-9_.:\[\]%-]*$", max_length=255,
+        description=(
+            "the archive server: a host name, an address or a ~/.ssh/config Host alias"
+        ),
+    )
+    port: int | None = Field(ge=1, le=65535, description="null: from ~/.ssh/config, else 22")
+    username: str | None = Field(
+        pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$", max_length=64,
+        description=(
+            "null: from ~/.ssh/config, else the local user"
+        ),
+    )
+    root: str = Field(pattern=r"^/", max_length=4096, description="absolute directory on the server")
+    key_filename: Path | None = Field(description="null: ~/.ssh/config IdentityFile, ssh-agent, default keys")
+    known_hosts: Path | None = Field(description="null: ~/.ssh/known_hosts (unknown or changed host keys are refused)")
+    ssh_config: Path | None = Field(description="null: ~/.ssh/config when it exists")
+    connect_timeout: float = Field(gt=0, description="seconds to connect and log in to the archive server")
+    operation_timeout: float = Field(
+        gt=0,
+        description=(
+            "seconds one SFTP request may stay unanswered; also bounds how long one file's upload is retried"
+        ),
+    )
+    files_in_flight: int = Field(ge=1, le=64, description="files uploaded at once over one connection")
     password: SecretStr | None = None  # from the environment only
 
 
