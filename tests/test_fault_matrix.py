@@ -84,6 +84,8 @@ from services import processes
 from services.sshd import Sshd, SystemUser
 from services.tcp_proxy import TcpProxy
 
+from pdrflow.storage.base import PROBE_NAME
+
 pytestmark = pytest.mark.timeout(240)
 
 MODELS = 4
@@ -533,10 +535,12 @@ def test_driver_kill_9_mid_archival_then_resume(tmp_path: Path, null_home: Path)
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home, cluster={"n_workers": 1}))
     archive = tmp_path / "archive"
     driver = start_run(config)
-    wait_for(lambda: [p for p in files_under(archive) if ".pdrflow-" in p.name], 120, "an archival writing", driver)
+    # An archival's temporary, not the preflight probe's (also a ".pdrflow-" name, written before any model runs)
+    wait_for(lambda: [p for p in files_under(archive) if ".pdrflow-" in p.name and PROBE_NAME not in p.name], 120,
+             "an archival writing", driver)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    partial_at_kill = [p for p in files_under(archive) if ".pdrflow-" in p.name]
+    partial_at_kill = [p for p in files_under(archive) if ".pdrflow-" in p.name and PROBE_NAME not in p.name]
     resumed = cli("resume", str(config))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert partial_at_kill, "the kill did not land mid-archival"

@@ -91,3 +91,18 @@ def test_read_only_filesystem_is_a_clear_persistent_error(tmp_path: Path, read_o
         storage.put(source, "g/a.bin", size=size, sha256=digest)
     assert not caught.value.transient
     assert list(read_only_dir.iterdir()) == []
+
+
+def test_a_probe_killed_mid_put_leaves_nothing_the_next_probe_does_not_remove(tmp_path: Path) -> None:
+    """The probe's file is named like a temporary; ``put`` writes a temporary of that name first. A driver
+    killed between the two (as the fault matrix's kill -9 once was, during the preflight) left
+    ``..pdrflow-probe.pdrflow-<id>.part.pdrflow-<id>.part``: the next run's probe removes it."""
+    root = tmp_path / "archive"
+    grid = root / "testgrid"
+    grid.mkdir(parents=True)
+    killed = grid / f"..pdrflow-probe.pdrflow-{'a' * 32}.part.pdrflow-{'b' * 32}.part"
+    killed.write_bytes(b"half a probe")
+    ours_not = grid / ".pdrflow-probes.txt.part"  # not a name pdrflow writes: left alone
+    ours_not.write_bytes(b"someone else's")
+    LocalStorage(root).probe("testgrid")
+    assert sorted(p.name for p in grid.iterdir()) == [ours_not.name]

@@ -189,7 +189,9 @@ class Storage(ABC):
         if (stored.size, stored.sha256) != (len(data), hashlib.sha256(data).hexdigest()) or \
                 self.existing([target]).get(target) != len(data):
             raise StorageError(f"{self.description}: the probe {target} is not at its final path after the upload")
-        self.remove_temporaries([posixpath.join(directory, PROBE_NAME)])
+        # Its own temporary-named file, and the temporaries ``put`` makes of such a name
+        # (``..pdrflow-probe.pdrflow-<id>.part.pdrflow-<id>.part``): what a probe killed mid-put leaves.
+        self.remove_temporaries([posixpath.join(directory, PROBE_NAME), posixpath.join(directory, f".{PROBE_NAME}")])
         if self.stat(target) is not None:
             raise StorageError(f"{self.description}: cannot remove the probe {target} (left in place; remove it)")
 
