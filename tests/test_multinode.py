@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -97,6 +98,10 @@ def test_box_nodes_have_their_own_network_and_scratch_and_stop_leaves_nothing(tm
         cluster.cut_node("node3")
         assert not _reachable(node3, cluster.slurmd_port)  # cable out
         cluster.restore_node("node3")
+        # Back within seconds: the first probe after the link returns may still wait on ARP (one CI run, loaded)
+        deadline = time.monotonic() + 15
+        while not _reachable(node3, cluster.slurmd_port) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert _reachable(node3, cluster.slurmd_port)
         script = tmp_path / "job.py"  # tmp_path: the shared filesystem, seen by every node
         script.write_text(JOB.format(python=sys.executable))
