@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -43,26 +44,31 @@ with open(out, "w") as f:
 """
 
 
-def _box_names() -> set[str]:
-    """Every namespace and link of any cluster box on this machine."""
+def _box_names(suffix: str) -> set[str]:
+    """The namespaces and links of the box named by ``suffix`` (other test modules' boxes may run alongside)."""
     listed = subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, text=True, timeout=30).stdout
     linked = subprocess.run(["ip", "-o", "link", "show"], check=True, capture_output=True, text=True, timeout=30).stdout
-    return ({line.split()[0] for line in listed.splitlines() if line.startswith("pdrflow-")}
-            | set(re.findall(r"\d+: (pdr[0-9a-f]*(?:net|n)[0-9a-f]*)[@:]", linked)))
+    return ({line.split()[0] for line in listed.splitlines() if line.startswith(f"pdrflow-{suffix}-")}
+            | set(re.findall(rf"\d+: (pdr(?:net)?{suffix}[0-9a-z]*)[@:]", linked)))
 
 
-def _box_dirs() -> set[Path]:
-    return set(Path("/tmp").glob("pdrflow-box-*"))
+def _box_dirs(suffix: str) -> set[Path]:
+    return set(Path("/tmp").glob(f"pdrflow-box-{suffix}-*"))
 
 
-def _box_processes() -> set[int]:
-    """Every process started for some cluster box (its command line or working directory names the box's
-    directory: slurmctld's slurmscriptd shows neither its config nor its arguments)."""
+def _box_processes(suffix: str) -> set[int]:
+    """Every process started for that box (its command line or working directory names the box's directory:
+    slurmctld's slurmscriptd shows neither its config nor its arguments)."""
+    mark = f"/pdrflow-box-{suffix}-"
     found = set()
     for process in psutil.process_iter(["cmdline", "cwd"]):
-        if any("/pdrflow-box-" in arg for arg in [*(process.info["cmdline"] or ()), process.info["cwd"] or ""]):
+        if any(mark in arg for arg in [*(process.info["cmdline"] or ()), process.info["cwd"] or ""]):
             found.add(process.pid)
     return found
+
+
+def _box_remains(suffix: str) -> tuple[set[str], set[Path], set[int]]:
+    return _box_names(suffix), _box_dirs(suffix), _box_processes(suffix)
 
 
 def _reachable(address: str, port: int) -> bool:
@@ -84,13 +90,17 @@ def _wait_done(box: ClusterBox, job_ids: list[str]) -> None:
 
 
 def test_box_nodes_have_their_own_network_and_scratch_and_stop_leaves_nothing(tmp_path: Path) -> None:
-    before_names, before_dirs, before_processes = _box_names(), _box_dirs(), _box_processes()
-    cluster = start_cluster_box(3)
+    suffix = secrets.token_hex(3)
+    assert _box_remains(suffix) == (set(), set(), set())
+    cluster = start_cluster_box(3, suffix=suffix)
     try:
         shown = cluster.run("sinfo", "-N", "-h", "-o", "%N %t").stdout.split()
         assert shown == ["node1", "idle", "node2", "idle", "node3", "idle"]
         daemons = cluster.daemon_pids()
         assert len(daemons) == 4  # slurmctld and three slurmd
+        names, dirs, started = _box_remains(suffix)  # what the check after stop() looks for, seen while it runs
+        assert len(names) == 7  # three namespaces, three node links, the bridge
+        assert dirs == {cluster.directory} and set(daemons) <= started
         listening = {c.laddr for c in psutil.Process(daemons[0]).net_connections("tcp") if c.status == "LISTEN"}
         assert listening == {(cluster.login_address, cluster.slurmctld_port)}  # slurmctld: the bridge only
         node3 = cluster.nodes["node3"]
@@ -121,18 +131,16 @@ def test_box_nodes_have_their_own_network_and_scratch_and_stop_leaves_nothing(tm
     finally:
         cluster.stop()
     assert cluster.leftovers() == []
-    assert _box_names() == before_names and _box_dirs() == before_dirs
     assert not [pid for pid in daemons if os.path.exists(f"/proc/{pid}")]
-    assert _box_processes() <= before_processes
+    assert _box_remains(suffix) == (set(), set(), set())
 
 
 def test_box_that_fails_to_start_halfway_leaves_nothing() -> None:
-    before_names, before_dirs, before_processes = _box_names(), _box_dirs(), _box_processes()
+    suffix = secrets.token_hex(3)
     # The daemons and the network are up, but the nodes cannot be idle within no time: start gives up.
     with pytest.raises(RuntimeError, match="did not become idle"):
-        start_cluster_box(2, idle_timeout=0)
-    assert _box_names() == before_names and _box_dirs() == before_dirs
-    assert _box_processes() <= before_processes  # its slurmctld and slurmd were started, and are gone
+        start_cluster_box(2, idle_timeout=0, suffix=suffix)
+    assert _box_remains(suffix) == (set(), set(), set())  # its slurmctld and slurmd were started, and are gone
 
 
 def test_grid_over_three_nodes_is_archived_from_where_each_model_ran(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -326,9 +327,11 @@ PartitionName={self.partition} Nodes={names} Default=YES MaxTime=INFINITE State=
 
 
 def start_cluster_box(size: int = 3, idle_timeout: float = 60.0, cpus: int = NODE_CPUS,
-                      memory_mb: int = NODE_MEMORY_MB) -> ClusterBox:
+                      memory_mb: int = NODE_MEMORY_MB, suffix: str | None = None) -> ClusterBox:
     """``size`` nodes (node1 ... nodeN) idle under their own slurmctld; ``stop()`` it when done.
-    ``cpus`` and ``memory_mb``: what each node offers SLURM (slurmd takes slurm.conf's word for it)."""
+    ``cpus`` and ``memory_mb``: what each node offers SLURM (slurmd takes slurm.conf's word for it).
+    ``suffix`` (6 hex digits, random by default) names the box's namespaces, links and directory, so a test can
+    look for what one box left even when its start failed and other boxes run alongside."""
     require_marked("SLURM", "slurm")
     require(shutil.which("slurmctld") or "/usr/sbin/slurmctld", "SLURM (Debian packages slurmctld slurmd munge)")
     require(shutil.which("munged") or "/usr/sbin/munged", "munge (Debian package munge)")
@@ -340,7 +343,11 @@ def start_cluster_box(size: int = 3, idle_timeout: float = 60.0, cpus: int = NOD
     if not 1 <= size <= 200:
         raise ValueError(f"a box has 1 to 200 nodes, not {size}")
     _ensure_munge()
-    suffix = secrets.token_hex(3)  # interface names: pdrnet + 6 = 12, pdr + 6 + n + K <= 13 characters (max 15)
+    if suffix is None:
+        suffix = secrets.token_hex(3)
+    elif not re.fullmatch(r"[0-9a-f]{6}", suffix):
+        raise ValueError(f"a box suffix is 6 hex digits, not {suffix!r}")
+    # interface names: pdrnet + 6 = 12, pdr + 6 + n + K <= 13 characters (max 15)
     directory = Path(tempfile.mkdtemp(prefix=f"pdrflow-box-{suffix}-"))
     directory.chmod(0o755)
     subnet = _free_subnet()
