@@ -61,9 +61,9 @@ def build_big_grid(work: Path, source: Path, densities: int, fuv: int) -> Path:
     from sqlalchemy import insert, select, update
 
     from pdrflow.config import load_config
-    from pdrflow.driver import plan_run
     from pdrflow.ledger import Ledger
     from pdrflow.ledger.schema import ArchivedFile, Grid, Job
+    from pdrflow.plan import plan_run
     from pdrflow.results import chemistry_path, linebt_path, structure_path
     from pdrflow.storage.base import sha256_file
 

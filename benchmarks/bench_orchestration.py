@@ -223,7 +223,8 @@ def run_pdrflow(work: Path, home: Path, n_models: int, profile: str | None = Non
 
     from pdrflow.cli import open_ledger_of, worker_safety_config
     from pdrflow.config import load_config
-    from pdrflow.driver import Driver, Event, plan_run
+    from pdrflow.driver import Driver, Event
+    from pdrflow.plan import plan_run
 
     path = write_run_config(work, home, n_models, "bench")
     dask.config.set({"logging.distributed": "warning", **worker_safety_config()})

@@ -60,7 +60,8 @@ class GridRun:
 
     def __init__(self, grid: Grid, resubmit: bool) -> None:
         from .cluster import serve_unless_driver
-        from .driver import RESUBMIT_STATES, RUN_STATES, Driver, plan_run
+        from .driver import Driver
+        from .plan import RESUBMIT_STATES, RUN_STATES, plan_run
 
         # In a script every task of an allocation runs (cluster.kind allocation): the scheduler's and the
         # workers' tasks serve here and end their process; the driver's goes on.

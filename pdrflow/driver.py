@@ -29,22 +29,19 @@ from .config import Config
 from .dashboard import page_link, register_dashboard
 from .dashboard.eta import mean_cost
 from .errors import LedgerError, ModelFailed, StorageFailed
-from .grid import ModelSpec, expand_grid, varied_parameters
-from .kosma.installation import Installation, executable_version, resolve_installation
 from .ledger import JobRef, Ledger
 from .ledger.lease import GridLease
 from .ledger.tries import record_lost_run, run_start, tries_since
+from .plan import RUN_STATES, Plan
 from .preflight import preflight
 from .states import EventKind, JobState
 from .tasks.archive import archive_job
 from .tasks.resources import WorkerResources, kill_running_models
-from .tasks.run import check_required_outputs, run_model
-from .tasks.types import ArchiveResult, Manifest, ModelJob, RunSettings
+from .tasks.run import run_model
+from .tasks.types import ArchiveResult, Manifest, ModelJob
 
 log = logging.getLogger("pdrflow")
 
-RUN_STATES = (JobState.PENDING, JobState.RUNNING, JobState.COMPUTED, JobState.FAILED_STORAGE)
-RESUBMIT_STATES = (*RUN_STATES, JobState.FAILED_MODEL)
 LOST_RUN_RETRIES = 2  # model runs lost to a dead worker are re-queued this often
 
 
@@ -86,40 +83,11 @@ class Outcome:
     worker_slots: int = 0
 
 
-@dataclass
-class Plan:
-    installation: Installation
-    specs: dict[str, ModelSpec]  # by model hash
-    settings: RunSettings
-
-
 def _duration(manifest: Manifest) -> float:
     started, ended = manifest.provenance.get("started"), manifest.provenance.get("ended")
     if not started or not ended:
         return 0.0
     return (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
-
-
-def plan_run(config: Config) -> Plan:
-    """Everything that can be checked without writing anything (raises ConfigError)."""
-    installation = resolve_installation(config.kosma_tau)
-    installation.templates.check_uses(varied_parameters(config.grid))
-    specs = {spec.model_hash: spec for spec in expand_grid(config, installation.identity)}
-    settings = RunSettings(
-        grid=config.grid.name,
-        installation=installation,
-        pdr_version=executable_version(installation.pdr_executable),
-        onion_version=executable_version(installation.onion_executable),
-        scratch_root=config.scratch.root,
-        staging_root=config.scratch.staging,
-        keep_failed=config.scratch.keep_failed,
-        pdr_timeout=config.kosma_tau.pdr_timeout,
-        onion_timeout=config.kosma_tau.onion_timeout,
-        database=config.database,
-        storage=config.storage,
-        required_outputs=check_required_outputs(config.kosma_tau.required_outputs, config.kosma_tau.onion_species),
-    )
-    return Plan(installation, specs, settings)
 
 
 class Driver:

@@ -29,8 +29,8 @@ from .errors import ConfigError, LedgerError
 if TYPE_CHECKING:
     from .cluster.placement import Placement
     from .config import Config
-    from .driver import Plan
     from .ledger import Ledger
+    from .plan import Plan
 
 
 log = logging.getLogger("pdrflow")

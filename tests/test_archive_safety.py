@@ -19,10 +19,10 @@ from helpers import base_config, cli, files_under, ledger_rows, status, write_co
 from sqlalchemy.orm import Session
 
 from pdrflow.config import load_config
-from pdrflow.driver import plan_run
 from pdrflow.errors import StorageFailed
 from pdrflow.ledger import Ledger
 from pdrflow.ledger.schema import PreexistingFile
+from pdrflow.plan import plan_run
 from pdrflow.storage import StorageError
 from pdrflow.storage.local import LocalStorage
 from pdrflow.tasks.archive import SUPERSEDED_DIR, archive_job

@@ -29,8 +29,9 @@ from pdrflow.cli.common import worker_safety_config
 from pdrflow.cli.logs import log_file_path, run_logging
 from pdrflow.cluster.security import _SubmitSpacing
 from pdrflow.config import load_config
-from pdrflow.driver import Driver, Event, Outcome, plan_run
+from pdrflow.driver import Driver, Event, Outcome
 from pdrflow.ledger.open import open_ledger
+from pdrflow.plan import plan_run
 from pdrflow.states import JobState
 from pdrflow.tasks.resources import WORKER_APPLICATION_NAME
 

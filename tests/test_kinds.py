@@ -125,6 +125,21 @@ def test_pdrflow_status_imports_none_of_the_heavy_libraries(tmp_path: Path) -> N
     assert _heavy_after(code) == []
 
 
+def test_a_run_its_plan_refuses_imports_none_of_the_heavy_libraries(tmp_path: Path) -> None:
+    """``pdrflow run`` checks the plan (executables, templates, grid) before it imports the cluster's libraries:
+    a refused config is told at once, not after a second of imports."""
+    path = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=tmp_path / "no-such-home"))
+    code = ("import runpy, sys, contextlib, io\n"
+            f"sys.argv = ['pdrflow', 'run', {str(path)!r}]\n"
+            "with contextlib.redirect_stderr(io.StringIO()) as said:\n"
+            "    try:\n"
+            "        runpy.run_module('pdrflow', run_name='__main__')\n"
+            "    except SystemExit as exit:\n"
+            "        assert exit.code == 2, exit.code\n"
+            "assert 'kosma_tau.home' in said.getvalue() or 'pdr_executable' in said.getvalue(), said.getvalue()")
+    assert _heavy_after(code) == []
+
+
 @pytest.mark.parametrize("module", [f"pdrflow.{section}.{name}" for section in ("storage", "cluster")
                                     for name in _shipped_kinds(section)])
 def test_a_kind_module_imported_first_finds_itself(module: str) -> None:

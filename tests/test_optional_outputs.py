@@ -12,9 +12,9 @@ import pytest
 from helpers import base_config, cli, files_under, status, write_config
 
 from pdrflow.config import load_config
-from pdrflow.driver import plan_run
 from pdrflow.errors import ModelFailed
 from pdrflow.ledger import Ledger
+from pdrflow.plan import plan_run
 from pdrflow.tasks.run import run_model
 from pdrflow.tasks.types import ModelJob
 

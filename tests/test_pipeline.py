@@ -293,8 +293,8 @@ def test_a_run_task_dask_runs_again_after_losing_its_result_hands_back_the_stage
     import shutil
 
     from pdrflow.config import load_config
-    from pdrflow.driver import plan_run
     from pdrflow.ledger.open import open_ledger
+    from pdrflow.plan import plan_run
     from pdrflow.tasks.run import run_model
     from pdrflow.tasks.types import ModelJob
 

@@ -182,7 +182,7 @@ def _names(console: Console, title: str, names: Sequence[str], style: str) -> No
 
 def cmd_dry_run(config: Config, args: argparse.Namespace, console: Console, resubmit: bool = False) -> int:
     """What ``pdrflow run`` (or resubmit) would do, from the same checks, writing nothing."""
-    from ..driver import RESUBMIT_STATES, RUN_STATES, plan_run
+    from ..plan import RESUBMIT_STATES, RUN_STATES, plan_run
 
     plan = plan_run(config)  # every check the run makes before it writes anything
     specs = list(plan.specs.values())

@@ -19,6 +19,12 @@ PROGRESS_LINE_SECONDS = 60.0  # without a terminal (sbatch log), a progress line
 def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit: bool = False) -> int:
     if args.dry_run or args.show_inputs is not None:  # checks only, writes nothing: cli/listing.py
         return listing.cmd_dry_run(config, args, console, resubmit=resubmit)
+    from ..cluster import serve_unless_driver
+    from ..plan import RESUBMIT_STATES, RUN_STATES, plan_run
+
+    if serve_unless_driver(config):  # an allocation's scheduler or worker task: it served, it is done
+        return EXIT_OK
+    plan = plan_run(config)  # all checks before anything is written, and before the cluster's imports
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -27,13 +33,8 @@ def cmd_run(config: Config, args: argparse.Namespace, console: Console, resubmit
         TimeElapsedColumn,
     )
 
-    from ..cluster import serve_unless_driver
     from ..dashboard.eta import estimate
-    from ..driver import RESUBMIT_STATES, RUN_STATES, Driver, Event, Outcome, plan_run
-
-    if serve_unless_driver(config):  # an allocation's scheduler or worker task: it served, it is done
-        return EXIT_OK
-    plan = plan_run(config)  # all checks before anything is written
+    from ..driver import Driver, Event, Outcome
     ledger = open_ledger_of(config, patience=300.0)  # the driver waits out a database restart
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[states]}"),

@@ -85,8 +85,8 @@ def cmd_verify(config: Config, args: argparse.Namespace, console: Console) -> in
 
 def _repair(config: Config, args: argparse.Namespace, console: Console, ledger: Ledger, before: dict[str, Any],
             findings: list[Finding]) -> int:
-    from ..driver import plan_run
     from ..ledger.lease import GridLease
+    from ..plan import plan_run
     from ..preflight import preflight
     from ..repair import mark_for_repair
     from ..storage import StorageError, open_storage

@@ -21,7 +21,6 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 from distributed import Reschedule
 
 from ..config import default_scratch_root
-from ..errors import ConfigError, ModelFailed, shown
+from ..errors import ModelFailed
 from ..kosma import layout
 from ..kosma.inputs import CHEM_RATES_LINK, render_inputs
 from ..storage.base import sha256_file
@@ -221,22 +220,6 @@ def execute_model(job: ModelJob, settings: RunSettings, scratch: Path, exit_code
         finally:
             if textout.exists():
                 shutil.copyfile(textout, scratch / layout.onion_textout(species))
-
-
-def check_required_outputs(required: Sequence[str], onion_species: Sequence[str]) -> tuple[str, ...]:
-    """``kosma_tau.required_outputs`` checked against the outputs pdrflow archives (raises ConfigError)."""
-    known = [source for source, _ in layout.staged_files("grid", "model", onion_species, with_mcdrt=True)]
-    unknown = [name for name in required if name not in known]
-    if unknown:
-        pdr = [source for source, _ in layout.staged_files("grid", "model", (), with_mcdrt=True)]
-        onion = [f"{layout.ONION_OUTPUT_DIR}/{pattern.replace('{S}', '<S>')}"
-                 for pattern in (*layout.ONION_FILE_PATTERNS, "TEXTOUT_{S}")]
-        raise ConfigError(
-            f"kosma_tau.required_outputs: {', '.join(shown(name) for name in unknown)} is not an output pdrflow "
-            f"archives; use scratch-relative names among {', '.join(pdr)}, or {', '.join(onion)} with <S> one of "
-            f"kosma_tau.onion_species"
-        )
-    return tuple(dict.fromkeys(required))
 
 
 def collect_manifest(job: ModelJob, settings: RunSettings, scratch: Path, provenance: dict[str, Any]) -> Manifest:

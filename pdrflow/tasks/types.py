@@ -27,7 +27,7 @@ class RunSettings:
     database: DatabaseConfig  # the password is a SecretStr: masked in any repr
     storage: StorageConfig
     # Scratch-relative outputs a run must write (kosma_tau.required_outputs, checked by
-    # tasks.run.check_required_outputs); other expected outputs are archived when present.
+    # plan.check_required_outputs); other expected outputs are archived when present.
     required_outputs: tuple[str, ...]
     # scratch.staging: a computed model's outputs move from node-local scratch to this shared directory,
     # where any worker that sees it (the driver host's archive workers) archives them; None: they stay.
