@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
+import socket
 import statistics
 import threading
 import time
@@ -43,6 +44,11 @@ from .tasks.types import ArchiveResult, Manifest, ModelJob
 log = logging.getLogger("pdrflow")
 
 LOST_RUN_RETRIES = 2  # model runs lost to a dead worker are re-queued this often
+# A re-archival (resumed run) waits this long after the start for a worker on the host whose node-local scratch
+# holds the outputs, as the cluster's workers come up; then (or later in a run at once) it runs elsewhere and
+# finds the outputs gone, so the model is computed again.
+HOST_WAIT_SECONDS = 60.0
+WORKER_VIEW_SECONDS = 2.0  # how long the driver trusts its list of live workers and their hosts
 
 
 class RunStopped(Exception):
@@ -105,8 +111,11 @@ class Driver:
         self._delayed: list[tuple[float, int]] = []  # (ready at, job id) archival retries
         self._in_flight: dict[Future, tuple[Action, int]] = {}
         self.lease: GridLease | None = None
-        self._pinned: dict[Future, str] = {}  # archival futures bound to the worker holding the outputs
-        self._workers_checked = 0.0
+        self._pinned: dict[Future, list[str]] = {}  # archival futures bound to the workers holding the outputs
+        self._worker_hosts: dict[str, str] = {}  # worker address -> host name, asked once per worker
+        self._staged_by: dict[int, str] = {}  # job id -> the worker whose scratch holds its outputs (this run)
+        self._live_workers: tuple[float, frozenset[str]] = (float("-inf"), frozenset())  # (when seen, addresses)
+        self._loop_started = 0.0
         self._durations: deque[float] = deque(maxlen=200)  # recent model runtimes, seconds
         self._archive_seconds: deque[float] = deque(maxlen=200)  # recent archivals' durations, seconds
         self._stop_requested = threading.Event()
@@ -193,6 +202,7 @@ class Driver:
 
     def _loop(self, cluster: ClusterHandle) -> None:
         window = self._window(cluster)
+        self._loop_started = time.monotonic()
         while self._queue or self._delayed or self._in_flight:
             if self.lease is not None and self.lease.lost.is_set():
                 raise LedgerError("another driver took this grid over; stopping")
@@ -260,34 +270,73 @@ class Driver:
                 resources=cluster.model_resources,
             )
         else:
+            staged: Manifest | tuple[int, str]
+            if manifest is not None:
+                staged, workers = manifest, self._archive_workers(cluster, manifest.worker, None)
+            else:  # a retry, or a job staged before this run: the ledger says where
+                ref = self.ledger.job(job_id)
+                staged = (job_id, ref.staged_dir or "")
+                workers = self._archive_workers(cluster, self._staged_by.get(job_id), ref.staged_host)
+                if workers == [] and self._may_still_come(ref.staged_host):
+                    heapq.heappush(self._delayed, (time.monotonic() + 1.0, job_id))
+                    return
+                if workers == []:
+                    self.on_event(Event(EventKind.RETRY_ARCHIVE, job.name, f"no worker on {ref.staged_host}, whose "
+                                        "scratch holds its outputs; archiving from another worker"))
             self.outcome.archive_attempts += 1
-            staged: Manifest | tuple[int, str] = manifest or (job_id, self._staged_dir(job_id))
-            # Staged in a shared place (shared scratch, scratch.staging): any archiving worker reads the outputs.
-            shared = cluster.shared_scratch or settings.staging_root is not None
-            pin: dict[str, Any] = {} if shared or manifest is None or manifest.worker is None else {
-                "workers": [manifest.worker], "allow_other_workers": False}
+            pin: dict[str, Any] = {"workers": workers, "allow_other_workers": False} if workers else {}
             future = cluster.client.submit(
                 archive_job, staged, settings, key=f"archive-{job.name}-{job_id}-{self.outcome.archive_attempts}",
                 pure=False, priority=10, resources=cluster.archive_resources, **pin,
             )
-            if pin:
-                self._pinned[future] = pin["workers"][0]
+            if workers:
+                self._pinned[future] = workers
         self._in_flight[future] = (action, job_id)
 
-    def _drop_archivals_on_lost_workers(self, cluster: ClusterHandle) -> None:
-        """A pinned archival whose worker is gone would wait forever: archive unpinned instead.
+    def _archive_workers(self, cluster: ClusterHandle, worker: str | None, host: str | None) -> list[str] | None:
+        """Where an archival may run: None anywhere (outputs in a shared place: shared scratch or
+        scratch.staging); else the worker that staged them, or any live worker on the host whose node-local
+        scratch holds them ([]: none now). ``worker``: the one that staged them, when this run knows it."""
+        if cluster.shared_scratch or self.plan.settings.staging_root is not None:
+            return None
+        if worker is not None and (host is None or worker in self._live(cluster)):
+            return [worker]  # its scratch may be private to its SLURM job (job_container/tmpfs): that worker first
+        if host is None:
+            return None
+        return sorted(address for address in self._live(cluster) if self._worker_hosts.get(address) == host)
 
-        If the staged outputs went with the worker (node-local scratch), that archival finds them
+    def _may_still_come(self, host: str | None) -> bool:
+        """A worker on ``host`` may yet join: none was seen there in this run, and the run is young (its
+        cluster still coming up). A host whose workers were seen and are gone is not waited for."""
+        return (host not in self._worker_hosts.values()
+                and time.monotonic() - self._loop_started < HOST_WAIT_SECONDS)
+
+    def _live(self, cluster: ClusterHandle) -> frozenset[str]:
+        """The live workers, their host names known (asked once per new worker, at most every few seconds)."""
+        seen, workers = self._live_workers
+        if time.monotonic() - seen < WORKER_VIEW_SECONDS:
+            return workers
+        workers = frozenset(cluster.client.scheduler_info(n_workers=-1).get("workers", {}))
+        unknown = [address for address in workers if address not in self._worker_hosts]
+        if unknown:
+            self._worker_hosts.update(cluster.client.run(socket.gethostname, workers=unknown, on_error="ignore"))
+        self._live_workers = (time.monotonic(), workers)
+        return workers
+
+    def _drop_archivals_on_lost_workers(self, cluster: ClusterHandle) -> None:
+        """A pinned archival whose workers are all gone would wait forever: submit it again, to another
+        worker on that host if there is one, else anywhere.
+
+        If the staged outputs went with the worker's node (node-local scratch), that archival finds them
         gone and the model is computed again; on shared scratch nothing is lost.
         """
-        if not self._pinned or time.monotonic() - self._workers_checked < 2.0:
+        if not self._pinned:
             return
-        self._workers_checked = time.monotonic()
-        alive = set(cluster.client.scheduler_info(n_workers=-1).get("workers", {}))
-        for future, worker in list(self._pinned.items()):
+        alive = self._live(cluster)
+        for future, workers in list(self._pinned.items()):
             if future.done() or future not in self._in_flight:
                 self._pinned.pop(future, None)
-            elif worker not in alive:
+            elif not alive.intersection(workers):
                 self._pinned.pop(future)
                 _, job_id = self._in_flight.pop(future)
                 future.cancel()
@@ -300,10 +349,6 @@ class Driver:
                 self.on_event(Event(EventKind.RETRY_ARCHIVE, name, "the worker holding its outputs left; archiving "
                                     "from another worker"))
                 self._queue.appendleft((Action.ARCHIVE, job_id))
-
-    def _staged_dir(self, job_id: int) -> str:
-        staged = self.ledger.job(job_id).staged_dir
-        return staged or ""
 
     def _expected_runtime(self) -> float | None:
         """Configured, else the median of this run's finished models plus that of their archivals, which
@@ -320,6 +365,8 @@ class Driver:
         if future.status == "finished":
             manifest: Manifest = future.result()
             self._durations.append(_duration(manifest))
+            if manifest.worker is not None:
+                self._staged_by[job_id] = manifest.worker
             self._submit(cluster, Action.ARCHIVE, job_id, manifest)
             return
         error = future.exception()
@@ -348,6 +395,7 @@ class Driver:
                 pass  # runs it again, finding the scratch gone); the job is archived, only the ETA misses one sample
             self.outcome.archived += 1
             self.outcome.failures.pop(name, None)
+            self._staged_by.pop(job_id, None)
             self.on_event(Event(EventKind.ARCHIVED, name))
             return
         error = future.exception()
@@ -357,6 +405,7 @@ class Driver:
             self.on_event(Event(EventKind.ARCHIVED, name))
             return
         if isinstance(error, StorageFailed) and error.staged_missing:
+            self._staged_by.pop(job_id, None)
             self.ledger.requeue(job_id, f"staged outputs gone: {error.reason}")
             self.on_event(Event(EventKind.RERUN, name, "staged outputs are gone; computing the model again"))
             self._queue.append((Action.RUN, job_id))

@@ -245,6 +245,68 @@ def test_node_killed_mid_grid_loses_nothing_and_archives_each_model_once(
     assert sum(summary["model_runs"].values()) > 6
 
 
+def test_archival_retries_after_an_archive_outage_stay_on_the_node_that_holds_the_outputs(
+    tmp_path: Path, null_home: Path, box: ClusterBox, ledger_server: DatabaseServer
+) -> None:
+    """The archive server goes down as the models on all three nodes finish: every archival fails and is tried
+    again after its backoff. Each retry must run where the outputs are (node-local scratch), or it finds them
+    gone and the model is computed again: here no model is computed twice."""
+    ledger_server.reset()
+    env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD, "SSH_AUTH_SOCK": "",
+           "PDRFLOW_SFTP_PASSWORD": ""}
+    gate = tmp_path / "gate"  # the models wait here until one computes on every node
+    home = slow_null_home(tmp_path, null_home, 0)
+    pdrexe = home / "pdrexe"
+    pdrexe.write_text(pdrexe.read_text().replace("sleep 0\n", f"while [ ! -e {gate} ]; do sleep 0.1; done\n"))
+    with Sshd(workdir=tmp_path / "sshd", host=box.login_address) as server:  # on the bridge: every node reaches it
+        config = _grid_config(tmp_path, home, box, ledger_server, fuv=[10.0, 100.0, 1000.0])
+        document = yaml.safe_load(config.read_text())
+        document["storage"] = {
+            "kind": "sftp", "host": server.host, "port": server.port, "username": "root",
+            "root": str(tmp_path / "archive"), "key_filename": str(server.client_key),
+            "known_hosts": str(server.write_known_hosts(tmp_path / "known")), "connect_timeout": 3,
+            "operation_timeout": 5}
+        document["run"].update(archive_attempts=30, archive_backoff_initial=0.3, archive_backoff_max=1.0)
+        config.write_text(yaml.safe_dump(document))
+
+        def computing_on_every_node() -> bool:
+            from sqlalchemy.exc import ProgrammingError
+
+            try:
+                places = _attempt_places(ledger_server)
+            except ProgrammingError:  # the driver has not created the ledger's tables yet
+                return False
+            return len({w for _, kind, outcome, _, w in places if kind == "model" and outcome == "running"}) == 3
+
+        driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                                  env={**os.environ, **env, "COLUMNS": "200"})
+        try:
+            wait_for(computing_on_every_node, 150, "a model computing on every node", driver, interval=0.3)
+            server.kill()  # down before any model finishes: the first archival of each fails
+            gate.touch()
+            wait_for(lambda: sum(1 for _, kind, outcome, _, _ in _attempt_places(ledger_server)
+                                 if kind == "archive" and outcome not in ("ok", "running")) >= 6,
+                     90, "archivals failing on the nodes", driver, interval=0.2)
+            server.start()  # same port, same host key
+            output, _ = driver.communicate(timeout=180)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.communicate()
+        assert driver.returncode == 0, output
+        summary = assert_consistent(config, env=env, models=6)  # verify reads the archive back: sshd still up
+    assert summary["counts"] == {"archived": 6}
+    places = _attempt_places(ledger_server)
+    models = [(job, _address(worker)) for job, kind, _, _, worker in places if kind == "model"]
+    assert len(models) == 6, places  # no model computed twice
+    ran_on = dict(models)
+    assert len(set(ran_on.values())) == 3, places
+    archivals = [(job, outcome, _address(worker)) for job, kind, outcome, _, worker in places if kind == "archive"]
+    assert sum(outcome != "ok" for _, outcome, _ in archivals) >= 6, archivals  # the outage was crossed
+    assert all(node == ran_on[job] for job, _, node in archivals), (ran_on, archivals)  # each try where its outputs are
+
+
 def _loopback_archive(tmp_path: Path, box: ClusterBox, ledger_server: DatabaseServer,
                       sshd: Sshd) -> tuple[dict[str, str], dict[str, object]]:
     """An empty ledger, the run's environment, and an SFTP archive on the login node's loopback (sshd

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from services.cluster_box import ClusterBox
 from services.databases import APP_PASSWORD, DatabaseServer
 
 from pdrflow.ledger.schema import AttemptKind, AttemptOutcome
+from pdrflow.states import JobState
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -156,11 +158,19 @@ def test_driver_killed_while_archivals_run_then_run_again_cancels_its_worker_job
     help; a *pending* worker job does not: it starts later and holds a node until its death timeout (60 s)
     looking for a scheduler that is gone. One more worker job than nodes leaves one pending for the second
     driver to cancel."""
-    # 60 MB of random bytes per model: each archival copies and hashes it, a window to kill into
-    home = slow_null_home(tmp_path, null_home, 1, pad_bytes=60_000_000)
+    # 60 MB of random bytes per model: each archival copies and hashes it, a window to kill into. The models
+    # wait at a gate until one computes on every node, so that their archivals overlap (models that start
+    # apart finish apart, and the archivals of an idle machine were too short to meet).
+    gate = tmp_path / "gate"
+    home = slow_null_home(tmp_path, null_home, 0, pad_bytes=60_000_000)
+    pdrexe = home / "pdrexe"
+    pdrexe.write_text(pdrexe.read_text().replace("sleep 0\n", f"while [ ! -e {gate} ]; do sleep 0.1; done\n"))
     config = grid_config(tmp_path, home, box, ledger_server, jobs=len(box.nodes) + 1, fuv=[10.0, 100.0, 1000.0])
     driver = _start_driver(config, env)
     try:
+        wait_for(lambda: len(set(_running_on(ledger_server, AttemptKind.MODEL))) == len(box.nodes), 150,
+                 "a model computing on every node", driver, interval=0.2)
+        gate.touch()
         archiving = wait_for(lambda: (lambda nodes: nodes if len(set(nodes)) >= 2 else None)(
             _running_on(ledger_server, AttemptKind.ARCHIVE)), 150, "archivals running on two nodes", driver, interval=0.02)
         os.kill(driver.pid, signal.SIGKILL)  # the driver process only: its worker jobs live on in SLURM
@@ -171,8 +181,14 @@ def test_driver_killed_while_archivals_run_then_run_again_cancels_its_worker_job
             driver.communicate()
     first = {job_id for (job_id,) in _rows(ledger_server, "select external_id from worker_jobs")}
     assert len(first) == len(box.nodes) + 1 and first & set(_queued(box)), (first, _queued(box))  # left behind
+    staged = {job for (job,) in _rows(ledger_server, f"select id from jobs where staged_dir is not null and state in "
+                                                     f"('{JobState.COMPUTED}', '{JobState.FAILED_STORAGE}')")}
     again = cli("run", str(config), env=env, timeout=240)
     assert again.returncode == 0, again.stdout + again.stderr
+    # Outputs staged on a node's own scratch before the kill are archived from that node, not computed again.
+    runs = Counter(job for job, kind, outcome, _, _ in attempt_places(ledger_server)
+                   if kind == AttemptKind.MODEL and outcome == AttemptOutcome.OK)
+    assert staged and all(runs[job] == 1 for job in staged), (staged, runs, again.stderr)
     left = first & set(_queued(box))
     assert not left, f"the first driver's worker jobs {sorted(left)} are still queued after the second run"
     # the user is told which jobs were cancelled, and the ledger says they ended

@@ -133,6 +133,13 @@ def _model_ids(session: Session, hashes: Sequence[str]) -> dict[str, int]:
     return ids
 
 
+_JOB_REF_COLUMNS = (Job.id, Job.name, Job.state, Model.model_hash, Job.staged_dir, Job.reason, Job.staged_host)
+
+
+def _job_ref(row: Any) -> JobRef:
+    return JobRef(row.id, row.name, JobState(row.state), row.model_hash, row.staged_dir, row.reason, row.staged_host)
+
+
 class Ledger(ArchiveRecords):
     def __init__(self, url: URL | str, *, create: bool = True, patience: float = 20.0,
                  poolclass: type[Pool] | None = None) -> None:
@@ -228,7 +235,7 @@ class Ledger(ArchiveRecords):
     @_transient_db_errors
     def jobs(self, grid_name: str, states: Sequence[JobState] | None = None) -> list[JobRef]:
         query = (
-            select(Job.id, Job.name, Job.state, Model.model_hash, Job.staged_dir, Job.reason)
+            select(*_JOB_REF_COLUMNS)
             .join(Model, Job.model_id == Model.id)
             .join(Grid, Job.grid_id == Grid.id)
             .where(Grid.name == grid_name)
@@ -237,20 +244,17 @@ class Ledger(ArchiveRecords):
         if states is not None:
             query = query.where(Job.state.in_([s.value for s in states]))
         with self._session() as session:
-            return [
-                JobRef(row.id, row.name, JobState(row.state), row.model_hash, row.staged_dir, row.reason)
-                for row in session.execute(query)
-            ]
+            return [_job_ref(row) for row in session.execute(query)]
 
     @_transient_db_errors
     def job(self, job_id: int) -> JobRef:
         with self._session() as session:
             row = session.execute(
-                select(Job.id, Job.name, Job.state, Model.model_hash, Job.staged_dir, Job.reason)
+                select(*_JOB_REF_COLUMNS)
                 .join(Model, Job.model_id == Model.id)
                 .where(Job.id == job_id)
             ).one()
-            return JobRef(row.id, row.name, JobState(row.state), row.model_hash, row.staged_dir, row.reason)
+            return _job_ref(row)
 
     @_transient_db_errors
     def state_counts(self, grid_name: str) -> dict[str, int]:

@@ -17,6 +17,7 @@ class JobRef:
     model_hash: str
     staged_dir: str | None
     reason: str | None
+    staged_host: str | None = None  # the host whose scratch holds staged_dir (node-local scratch: the only one)
 
 
 @dataclass(frozen=True)
