@@ -22,6 +22,7 @@ import pytest
 import yaml
 from helpers import assert_consistent, cli, slow_null_home, wait_for
 from multinode_support import attempt_places as _attempt_places
+from multinode_support import computing_workers, driver_process, gated_null_home
 from multinode_support import grid_config as _grid_config
 from multinode_support import worker_address as _address
 from services.cluster_box import ClusterBox, start_cluster_box
@@ -148,34 +149,13 @@ def test_grid_over_three_nodes_is_archived_from_where_each_model_ran(
 ) -> None:
     ledger_server.reset()
     env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD}
-    # The models wait at a gate until every node computes one: the first worker up cannot take the whole
-    # grid before the others join, however slowly a loaded machine starts them.
-    gate = tmp_path / "gate"
-    home = slow_null_home(tmp_path, null_home, 0)
-    pdrexe = home / "pdrexe"
-    pdrexe.write_text(pdrexe.read_text().replace("sleep 0\n", f"while [ ! -e {gate} ]; do sleep 0.1; done\n"))
+    home, gate = gated_null_home(tmp_path, null_home)  # released once a model computes on every node
     config = _grid_config(tmp_path, home, box, ledger_server, fuv=[10.0, 100.0, 1000.0])
-
-    def computing_on_every_node() -> bool:
-        from sqlalchemy.exc import ProgrammingError
-
-        try:
-            places = _attempt_places(ledger_server)
-        except ProgrammingError:  # the driver has not created the ledger's tables yet
-            return False
-        return len({worker for _, kind, outcome, _, worker in places if kind == "model" and outcome == "running"}) == 3
-
-    driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
-                              env={**os.environ, **env, "COLUMNS": "200"})
-    try:
-        wait_for(computing_on_every_node, 150, "a model computing on every node", driver, interval=0.3)
+    with driver_process(config, env) as driver:
+        wait_for(lambda: len(computing_workers(ledger_server)) == 3, 150, "a model computing on every node", driver,
+                 interval=0.3)
         gate.touch()
         output, _ = driver.communicate(timeout=180)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.communicate()
     assert driver.returncode == 0, output
     # every job archived once, every ledger row's sha256 the bytes on disk, pdrflow verify exit 0
     summary = assert_consistent(config, env=env, models=6)
@@ -254,10 +234,7 @@ def test_archival_retries_after_an_archive_outage_stay_on_the_node_that_holds_th
     ledger_server.reset()
     env = {"SLURM_CONF": str(box.conf), "PDRFLOW_DB_PASSWORD": APP_PASSWORD, "SSH_AUTH_SOCK": "",
            "PDRFLOW_SFTP_PASSWORD": ""}
-    gate = tmp_path / "gate"  # the models wait here until one computes on every node
-    home = slow_null_home(tmp_path, null_home, 0)
-    pdrexe = home / "pdrexe"
-    pdrexe.write_text(pdrexe.read_text().replace("sleep 0\n", f"while [ ! -e {gate} ]; do sleep 0.1; done\n"))
+    home, gate = gated_null_home(tmp_path, null_home)  # released once a model computes on every node
     with Sshd(workdir=tmp_path / "sshd", host=box.login_address) as server:  # on the bridge: every node reaches it
         config = _grid_config(tmp_path, home, box, ledger_server, fuv=[10.0, 100.0, 1000.0])
         document = yaml.safe_load(config.read_text())
@@ -269,20 +246,9 @@ def test_archival_retries_after_an_archive_outage_stay_on_the_node_that_holds_th
         document["run"].update(archive_attempts=30, archive_backoff_initial=0.3, archive_backoff_max=1.0)
         config.write_text(yaml.safe_dump(document))
 
-        def computing_on_every_node() -> bool:
-            from sqlalchemy.exc import ProgrammingError
-
-            try:
-                places = _attempt_places(ledger_server)
-            except ProgrammingError:  # the driver has not created the ledger's tables yet
-                return False
-            return len({w for _, kind, outcome, _, w in places if kind == "model" and outcome == "running"}) == 3
-
-        driver = subprocess.Popen([sys.executable, "-m", "pdrflow", "run", str(config)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
-                                  env={**os.environ, **env, "COLUMNS": "200"})
-        try:
-            wait_for(computing_on_every_node, 150, "a model computing on every node", driver, interval=0.3)
+        with driver_process(config, env) as driver:
+            wait_for(lambda: len(computing_workers(ledger_server)) == 3, 150, "a model computing on every node",
+                     driver, interval=0.3)
             server.kill()  # down before any model finishes: the first archival of each fails
             gate.touch()
             wait_for(lambda: sum(1 for _, kind, outcome, _, _ in _attempt_places(ledger_server)
@@ -290,10 +256,6 @@ def test_archival_retries_after_an_archive_outage_stay_on_the_node_that_holds_th
                      90, "archivals failing on the nodes", driver, interval=0.2)
             server.start()  # same port, same host key
             output, _ = driver.communicate(timeout=180)
-        finally:
-            if driver.poll() is None:
-                driver.kill()
-                driver.communicate()
         assert driver.returncode == 0, output
         summary = assert_consistent(config, env=env, models=6)  # verify reads the archive back: sshd still up
     assert summary["counts"] == {"archived": 6}

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from helpers import NULL_SPECIES, assert_consistent, cli, slow_null_home, wait_for
-from multinode_support import attempt_places, grid_config, worker_address
+from multinode_support import attempt_places, gated_null_home, grid_config, worker_address
 from services.cluster_box import ClusterBox
 from services.databases import APP_PASSWORD, DatabaseServer
 
@@ -161,10 +161,7 @@ def test_driver_killed_while_archivals_run_then_run_again_cancels_its_worker_job
     # 60 MB of random bytes per model: each archival copies and hashes it, a window to kill into. The models
     # wait at a gate until one computes on every node, so that their archivals overlap (models that start
     # apart finish apart, and the archivals of an idle machine were too short to meet).
-    gate = tmp_path / "gate"
-    home = slow_null_home(tmp_path, null_home, 0, pad_bytes=60_000_000)
-    pdrexe = home / "pdrexe"
-    pdrexe.write_text(pdrexe.read_text().replace("sleep 0\n", f"while [ ! -e {gate} ]; do sleep 0.1; done\n"))
+    home, gate = gated_null_home(tmp_path, null_home, pad_bytes=60_000_000)
     config = grid_config(tmp_path, home, box, ledger_server, jobs=len(box.nodes) + 1, fuv=[10.0, 100.0, 1000.0])
     driver = _start_driver(config, env)
     try:
