@@ -81,16 +81,12 @@ def _credentials(config: AllocationClusterConfig) -> Path:
 def _runner(config: AllocationClusterConfig, security: Security | None) -> Any:
     from dask_jobqueue.slurm import SLURMRunner
 
-    from .base import model_worker
-
     secure: dict[str, Any] = {"security": security, "protocol": PROTOCOL} if security is not None else {}
     options = {"interface": config.interface} if config.interface else {}
-    threads, resources = model_worker(1)
     return SLURMRunner(
         scheduler_file=str(_directory(config) / "pdrflow-scheduler-{job_id}.json"),
         scheduler_options={**options, **secure, "dashboard_address": config.dashboard_address or "127.0.0.1:0"},
-        # one model per worker rank, and a thread for archivals (cluster/base.py model_worker)
-        worker_options={**options, **secure, "nthreads": threads, "resources": resources},
+        worker_options={**options, **secure, "nthreads": 1},
     )
 
 

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dask.config
 from distributed import Client
 
 from ..dashboard.plugin import ROUTES_MODULE
 
-# Dask worker resources. Every model asks for one MODEL_RESOURCE; archivals ask for ARCHIVE_RESOURCE only
-# when some workers only archive (cluster.slurm.archive_workers), so that neither runs where it must not.
+# Worker resources when some workers only archive (cluster.slurm.archive_workers): models ask for the first,
+# archivals for the second, so that neither runs where it must not.
 MODEL_RESOURCE = "pdrflow-model"
 ARCHIVE_RESOURCE = "pdrflow-archive"
-
-
-def model_worker(models: int) -> tuple[int, dict[str, float]]:
-    """Threads and resources of a worker that runs ``models`` models at once: one thread more than models.
-
-    An archival is pinned to the worker holding its outputs, and the scheduler has often sent that worker
-    its next model already: without a spare thread the archival waits for the whole next model. The models'
-    MODEL_RESOURCE (``models`` of it) keeps them off the spare thread; an archival leaves it once started
-    (``secede``)."""
-    return models + 1, {MODEL_RESOURCE: float(models)}
 
 
 def scheduler_settings() -> dict[str, object]:
@@ -45,7 +35,7 @@ class ClusterHandle:
     shared_scratch: bool  # True: every worker sees every scratch dir (no pinning needed)
     dashboard_link: str | None
     maintain: Callable[[], None] | None = None  # called from the driver loop every few seconds
-    # Dask worker resources the tasks ask for: a model one MODEL_RESOURCE (model_worker above); an archival,
-    # when some workers only archive (cluster.slurm.archive_workers), one ARCHIVE_RESOURCE, else none.
-    model_resources: dict[str, float] = field(default_factory=lambda: {MODEL_RESOURCE: 1.0})
+    # Dask worker resources the tasks must ask for when some workers only archive (cluster.slurm.archive_workers):
+    # models never run on those, archivals only there. None: any worker runs either.
+    model_resources: dict[str, float] | None = None
     archive_resources: dict[str, float] | None = None

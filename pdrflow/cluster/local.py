@@ -83,13 +83,9 @@ def local_cluster(config: LocalClusterConfig) -> Iterator[ClusterHandle]:
 def _start(config: LocalClusterConfig, n_workers: int, space: Path, secure: dict[str, Any]) -> LocalCluster:
     from distributed import LocalCluster
 
-    from .base import model_worker
-
-    threads, resources = model_worker(config.threads_per_worker)
     return LocalCluster(
         n_workers=n_workers,
-        threads_per_worker=threads,
-        resources=resources,
+        threads_per_worker=config.threads_per_worker,
         processes=True,  # KOSMA-tau runs as subprocesses; worker processes keep them apart
         dashboard_address=config.dashboard_address,
         local_directory=str(space),

@@ -229,10 +229,9 @@ def slurm_cluster(
 ) -> Iterator[ClusterHandle]:
     import dask.config
     from distributed import Client
-    from distributed.deploy.local import nprocesses_nthreads
 
     from .archive_workers import archive_workers
-    from .base import ARCHIVE_RESOURCE, ClusterHandle, model_worker
+    from .base import ARCHIVE_RESOURCE, MODEL_RESOURCE, ClusterHandle
 
     import_dask_jobqueue()  # before its runner module can take this process's Ctrl-C
     from dask_jobqueue import SLURMCluster
@@ -267,16 +266,13 @@ def slurm_cluster(
         # name; a fresh 0700 directory per run, removed at the end.
         credentials = private_directory(credentials_parent(config_directory), ".pdrflow-tls-")
         given.update(security=security, protocol=PROTOCOL, shared_temp_directory=str(credentials))
-    # Each worker process runs as many models as dask-jobqueue gives it threads, plus a thread for archivals
-    # (model_worker); the later --nthreads wins. With archive workers, models run only on these workers
-    # (they alone have the model resource), archivals only on the driver's host.
-    processes = int(config.processes or defaults.get("processes") or nprocesses_nthreads(int(cores))[0])
-    threads, model_resources = model_worker(max(1, int(cores) // processes))  # dask-jobqueue's own split
-    resources = ["--nthreads", str(threads), "--resources",
-                 ",".join(f"{name}={amount:g}" for name, amount in model_resources.items())]
+    # With archive workers, compute workers say so: models run only there (a job's cores bound any of its
+    # processes' threads, so the amount never limits them), archivals only on the driver's host.
+    model_resources = {MODEL_RESOURCE: 1.0} if config.archive_workers else None
+    resources = ["--resources", f"{MODEL_RESOURCE}={int(cores)}"] if config.archive_workers else []
     try:
         cluster = SLURMCluster(
-            cores=cores, memory=memory, processes=processes, walltime=walltime, python=sys.executable,
+            cores=cores, memory=memory, processes=config.processes, walltime=walltime, python=sys.executable,
             worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime)), *resources],
             # null: no dashboard (dask-jobqueue's own default would be every interface's :8787)
             scheduler_options={"dashboard_address": config.dashboard_address} if config.dashboard_address
@@ -305,6 +301,7 @@ def slurm_cluster(
                     dashboard_link=local_dashboard_link(cluster.dashboard_link, config.dashboard_address)
                     if config.dashboard_address else None,
                     maintain=watchdog,
+                    model_resources=model_resources,
                     archive_resources={ARCHIVE_RESOURCE: 1.0} if config.archive_workers else None,
                 )
         finally:
