@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 import subprocess
 import threading
 import time
@@ -547,13 +548,16 @@ def test_sshd_restart_during_uploads_is_survived(make_config: MakeConfig, tmp_pa
     assert leftovers(archive) == []
 
 
-def test_server_down_for_good_fails_with_a_transient_error(make_config: MakeConfig, tmp_path: Path) -> None:
-    with Sshd(workdir=tmp_path / "own-sshd") as server:
-        known = server.write_known_hosts(tmp_path / "own_known_hosts")
-        port = server.port
-    config = make_config(port=port, known_hosts=known, operation_timeout=1.0)
-    with SftpStorage(config) as storage, pytest.raises(StorageError) as caught:
-        storage.stat("x")
+def test_server_down_for_good_fails_with_a_transient_error(sshd: Sshd, make_config: MakeConfig, tmp_path: Path) -> None:
+    # A port bound and never listening refuses every connection, and no other test's server can take it over
+    # (a stopped sshd's port could be: one CI run met another test's sshd there, "host key has CHANGED").
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        known = sshd.write_known_hosts(tmp_path / "own_known_hosts", port)
+        config = make_config(port=port, known_hosts=known, operation_timeout=1.0)
+        with SftpStorage(config) as storage, pytest.raises(StorageError) as caught:
+            storage.stat("x")
     assert caught.value.transient
     assert f"connection refused connecting to 127.0.0.1:{port}" in str(caught.value)
 
