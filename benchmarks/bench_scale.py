@@ -134,7 +134,7 @@ def grid_axes(models: int) -> dict[str, list[float]]:
 
 
 def run_config(run: Path, svc: Services, home: Path, *, models: int, jobs: int, cores: int, processes: int,
-               walltime: str = "00:10:00") -> Path:
+               walltime: str = "00:10:00", max_in_flight: int | None = None) -> Path:
     """A run on the box: ``jobs`` worker jobs of ``processes`` one-thread workers each, SFTP archive, PostgreSQL."""
     run.mkdir(parents=True)
     (run / "archive").mkdir()
@@ -149,6 +149,7 @@ def run_config(run: Path, svc: Services, home: Path, *, models: int, jobs: int, 
         "known_hosts": str(svc.sshd.write_known_hosts(run / "known_hosts"))})
     config["cluster"].pop("n_workers", None)
     config["grid"].update(grid_axes(models))
+    config.setdefault("run", {})["max_in_flight"] = max_in_flight
     return write_config(run / "run.yaml", config)
 
 
@@ -555,7 +556,10 @@ def scenario_wide(work: Path, nodes: int, processes: int, models: int, seconds: 
             "machine_memory_gb": round(_memory_total() / 2**30, 1)}
 
 
-def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: float) -> dict[str, Any]:
+def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: float,
+                      windows: tuple[int, ...] = ()) -> dict[str, Any]:
+    """``windows``: pdrflow again with each of these ``run.max_in_flight`` (``pdrflow_window_N``), after the
+    run with the default (the worker slots)."""
     jobs = nodes * cpus
     out: dict[str, Any] = {"setup": {"nodes": nodes, "cpus_per_node": cpus, "worker_jobs": jobs,
                                      "processes_per_job": 1, "cores_per_job": 1, "worker_slots": jobs,
@@ -566,26 +570,29 @@ def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: f
     for name, archive in (("plain_dask", False), ("plain_dask_with_sftp", True)):
         with services(work / name, nodes, cpus, cpus * 1024) as svc:
             out[name] = plain_dask_run(svc, work / name / "run", home, jobs, models, seconds, archive)
-    with services(work / "pdrflow", nodes, cpus, cpus * 1024) as svc:
-        config = run_config(work / "pdrflow" / "run", svc, home, models=models, jobs=jobs, cores=1, processes=1)
-        cpu_before = machine_cpu_s()
-        per_kind = ProcessCpu()
-        per_kind.start()
-        result = pdrflow_run(svc, config, timeout=900)
-        machine_cpu = machine_cpu_s() - cpu_before
-        cpu_by_kind = per_kind.stop()
-    attempts = result.pop("_attempts")
-    out["pdrflow"] = {**{k: result[k] for k in ("exit_code", "wall_s", "cpu_s_with_children", "driver_cpu_s",
-                                                "archived", "computed_once", "refusals")},
-                      "machine_cpu_s_per_model": round(machine_cpu / models, 3),
-                      "cpu_s_by_process_kind": cpu_by_kind,
-                      **model_durations(attempts),
-                      **overhead_figures(pdrflow_intervals(attempts), models, jobs, seconds, result["wall_s"])}
-    for name in ("plain_dask", "plain_dask_with_sftp"):
-        if "overhead_s_per_model" in out[name]:
-            plain, ours = out[name]["overhead_s_per_model"], out["pdrflow"]["overhead_s_per_model"]
-            out[f"ratio_pdrflow_to_{name}"] = {k: round(ours[k] / plain[k], 2) if plain[k] > 0 else None
-                                               for k in ours}
+    for window in (None, *windows):
+        contender = "pdrflow" if window is None else f"pdrflow_window_{window}"
+        with services(work / contender, nodes, cpus, cpus * 1024) as svc:
+            config = run_config(work / contender / "run", svc, home, models=models, jobs=jobs, cores=1, processes=1,
+                                max_in_flight=window)
+            cpu_before = machine_cpu_s()
+            per_kind = ProcessCpu()
+            per_kind.start()
+            result = pdrflow_run(svc, config, timeout=900)
+            machine_cpu = machine_cpu_s() - cpu_before
+            cpu_by_kind = per_kind.stop()
+        attempts = result.pop("_attempts")
+        out[contender] = {**{k: result[k] for k in ("exit_code", "wall_s", "cpu_s_with_children", "driver_cpu_s",
+                                                    "archived", "computed_once", "refusals")},
+                          "machine_cpu_s_per_model": round(machine_cpu / models, 3),
+                          "cpu_s_by_process_kind": cpu_by_kind,
+                          **model_durations(attempts),
+                          **overhead_figures(pdrflow_intervals(attempts), models, jobs, seconds, result["wall_s"])}
+        for name in ("plain_dask", "plain_dask_with_sftp"):
+            if "overhead_s_per_model" in out[name]:
+                plain, ours = out[name]["overhead_s_per_model"], out[contender]["overhead_s_per_model"]
+                out[f"ratio_{contender}_to_{name}"] = {k: round(ours[k] / plain[k], 2) if plain[k] > 0 else None
+                                                       for k in ours}
     return out
 
 
@@ -797,12 +804,15 @@ def main() -> None:
                         metavar="HH:MM:SS,MODELS,SECONDS",
                         help="the walltime scenario's job walltime, number of models and model seconds "
                              "(default %(default)s; a longer walltime weighs each job's start-up less)")
+    parser.add_argument("--overhead-windows", default="", metavar="N[,N...]",
+                        help="the overhead scenario also runs pdrflow with each of these run.max_in_flight")
     parser.add_argument("--child-dask", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_dask:
         print(json.dumps(plain_dask_child(json.loads(Path(args.child_dask).read_text()))))
         return
     quick = args.quick
+    windows = tuple(int(n) for n in args.overhead_windows.split(",") if n)
     walltime, walltime_models, walltime_seconds = args.walltime.split(",")
     work = Path(tempfile.mkdtemp(prefix="pdrflow-bench-scale-"))
     result: dict[str, Any] = {
@@ -816,8 +826,8 @@ def main() -> None:
         "measured": lambda w: scenario_measured(w, 2, 2, 4, 8, 1.0) if quick else
         scenario_measured(w, 3, 10, 30, 60, 5.0),
         "wide": lambda w: scenario_wide(w, 2, 2, 8, 1.0) if quick else scenario_wide(w, 8, 8, 128, 1.5),
-        "overhead": lambda w: scenario_overhead(w, 2, 2, 8, 1.0) if quick else
-        scenario_overhead(w, 4, 4, 160, 2.0),
+        "overhead": lambda w: scenario_overhead(w, 2, 2, 8, 1.0, windows) if quick else
+        scenario_overhead(w, 4, 4, 160, 2.0, windows),
         "walltime": lambda w: scenario_walltime(w, 2, 30, 3.0, "00:01:00") if quick else
         scenario_walltime(w, 4, int(walltime_models), float(walltime_seconds), walltime),
     }

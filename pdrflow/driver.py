@@ -110,6 +110,7 @@ class Driver:
         self._queue: deque[tuple[Action, int]] = deque()
         self._delayed: list[tuple[float, int]] = []  # (ready at, job id) archival retries
         self._in_flight: dict[Future, tuple[Action, int]] = {}
+        self._models_in_flight = 0  # the RUN entries of _in_flight, kept on submit and completion
         self.lease: GridLease | None = None
         self._pinned: dict[Future, list[str]] = {}  # archival futures bound to the workers holding the outputs
         self._worker_hosts: dict[str, str] = {}  # worker address -> host name, asked once per worker
@@ -198,7 +199,9 @@ class Driver:
     # ---- the loop -------------------------------------------------------------------------------
 
     def _window(self, cluster: ClusterHandle) -> int:
-        return self.config.run.max_in_flight or 2 * cluster.worker_slots
+        # No more models than slots by default: a model sent ahead to a busy worker starts there the moment
+        # the one before it ends, and the archival then pinned to that worker waits for the whole of it.
+        return self.config.run.max_in_flight or cluster.worker_slots
 
     def _loop(self, cluster: ClusterHandle) -> None:
         window = self._window(cluster)
@@ -234,6 +237,7 @@ class Driver:
             for future in done:
                 action, job_id = self._in_flight.pop(future)
                 if action is Action.RUN:
+                    self._models_in_flight -= 1
                     self._run_finished(cluster, future, job_id)
                 else:
                     self._archive_finished(future, job_id)
@@ -249,12 +253,11 @@ class Driver:
             return False
         if self._queue[0][0] is Action.ARCHIVE:
             return True
-        return sum(action is Action.RUN for action, _ in self._in_flight.values()) < window
+        return self._models_in_flight < window
 
     def _count_in_flight(self) -> None:
-        actions = [action for action, _ in self._in_flight.values()]
-        self.outcome.running = actions.count(Action.RUN)
-        self.outcome.archiving = len(actions) - self.outcome.running
+        self.outcome.running = self._models_in_flight
+        self.outcome.archiving = len(self._in_flight) - self._models_in_flight
         self.outcome.retrying = len(self._delayed)
         self.outcome.model_cost = mean_cost(self._durations, self._archive_seconds)
 
@@ -264,6 +267,7 @@ class Driver:
         future: Future[Manifest] | Future[ArchiveResult]
         if action is Action.RUN:
             self.outcome.model_runs += 1
+            self._models_in_flight += 1
             future = cluster.client.submit(
                 run_model, ModelJob(job_id, self.plan.specs[job.model_hash], self._expected_runtime()), settings,
                 key=f"run-{job.name}-{job_id}-{self.outcome.model_runs}", pure=False,

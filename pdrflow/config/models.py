@@ -188,7 +188,8 @@ class RunConfig(_Section):
     # Refuse a grid bigger than this before expanding it (a typo like 10^4 x 10^4 values would
     # otherwise take the driver's memory and hours of registration). Raise it if you mean it.
     max_models: int = Field(ge=1, description="a larger grid is refused before it is expanded; raise it if you mean it")
-    max_in_flight: int | None = Field(ge=1, description="models submitted at once; null: 2 x worker slots")
+    max_in_flight: int | None = Field(ge=1, description="models submitted at once; null: the cluster's worker slots, so "
+                                      "that no model waits on a busy worker ahead of an archival")
     expected_model_seconds: float | None = Field(
         gt=0, description="a model is not started on a worker retiring sooner; null: learned",
     )
