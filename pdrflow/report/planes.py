@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from ..results import JobRecord
 from .collect import facet_key, facet_title
 
-DENSITY_LABEL = r"surface density $n$ [cm$^{-3}$]"
-FUV_LABEL = r"FUV field $\chi$ [Draine]"
+DENSITY_LABEL = "surface density n [cm\u207b\u00b3]"  # plain text: the layout measures it on every panel
+FUV_LABEL = "FUV field \u03c7 [Draine]"
 ANNOTATE_MAX_CELLS = 64  # beyond this, numbers in the cells are unreadable: the tables have them
 
 
@@ -92,10 +92,16 @@ def style_axes(ax: Axes, plane: Plane) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
 def tick_label(value: float) -> str:
-    """10^k as a power of ten, anything else with 3 significant digits."""
+    """10^k as a power of ten, anything else with 3 significant digits. Unicode superscripts, not mathtext:
+    the layout measures every tick label of every map, and parsing mathtext was a fifth of a report's time."""
     exponent = math.log10(value)
-    return f"$10^{{{exponent:.0f}}}$" if abs(exponent - round(exponent)) < 1e-9 else f"{value:.3g}"
+    if abs(exponent - round(exponent)) < 1e-9:
+        return "10" + f"{round(exponent)}".translate(_SUPERSCRIPT)
+    return f"{value:.3g}"
 
 
 def centre(x: np.ndarray, y: np.ndarray, row: int, column: int) -> tuple[float, float]:
