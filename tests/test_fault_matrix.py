@@ -26,7 +26,8 @@ Audit (fault → the end-to-end tests that cover it):
 |                                         | (PostgreSQL, clean stop); here: test_fault_matrix.py::test_mariadb_killed_during_commits     |
 | SQLite lock storm                       | none; here: test_fault_matrix.py::test_sqlite_lock_storm                                     |
 | worker process killed mid-model         | only on SLURM (scancel, below); here: test_fault_matrix.py::test_worker_killed_mid_model     |
-| worker killed between model and archival| none; here: test_fault_matrix.py::test_worker_killed_between_model_and_archival              |
+| worker killed before a computed job is  | none; here: test_fault_matrix.py::test_worker_killed_while_a_computed_job_archives (the     |
+| archived                                | archival starts as its model ends: the kill lands while it copies 40 MB)                    |
 | SLURM worker job scancel'd              | test_slurm.py::test_worker_job_cancelled_mid_model_reruns_it_elsewhere_once (it should end   |
 |                                         | with assert_consistent; re-run with it once, it passed; not repeated here, for runtime)      |
 | pending SLURM job cancelled             | test_slurm.py::test_worker_job_cancelled_while_pending_is_replaced (same note)               |
@@ -40,7 +41,7 @@ Audit (fault → the end-to-end tests that cover it):
 |                                         | while an archival writes, every time)                                                        |
 | scratch directory deleted before archival| test_pipeline.py::test_staged_outputs_gone_means_the_model_is_computed_again (between runs, |
 |                                         | after failed_storage); here: test_fault_matrix.py::test_scratch_deleted_before_archival      |
-|                                         | (during the run, while the job waits for its archival)                                      |
+|                                         | (a computed job of a driver killed before its archival; resume computes it again)          |
 | stand-in PDR/onion failure              | test_quickstart.py::test_standin_pdr_failure_... / test_standin_onion_failure_... (never     |
 |                                         | finished), test_pipeline.py::test_pdr_failure_is_failed_model_... (null PDR, resubmit);     |
 |                                         | here: test_fault_matrix.py::test_standin_onion_failure_then_resubmit                          |
@@ -121,13 +122,6 @@ def _archivals_of_failed(db: Path) -> list[int]:
     return [count for (count,) in ledger_rows(
         db, "select count(a.id) from jobs j join attempts a on a.job_id = j.id and a.kind = 'archive' "
             "where j.state = 'failed_storage' group by j.id")]
-
-
-def _computed_waiting_for_archival(db: Path) -> list[tuple[int, str, str]]:
-    """(job id, name, staged dir) of jobs that are computed and whose archival has not started."""
-    return ledger_rows(
-        db, "select j.id, j.name, j.staged_dir from jobs j where j.state = 'computed' and not exists "
-            "(select 1 from attempts a where a.job_id = j.id and a.kind = 'archive')")
 
 
 # ---- SFTP fixtures --------------------------------------------------------------------------------
@@ -446,43 +440,46 @@ def test_worker_killed_mid_model(tmp_path: Path, null_home: Path) -> None:
     assert not processes.kosma_steps(tmp_path / "scratch"), "a KOSMA-tau step of the killed worker still runs"
 
 
-def test_worker_killed_between_model_and_archival(tmp_path: Path, null_home: Path) -> None:
-    """One worker; a job is computed and waits for its archival while the worker runs the next model:
-    the worker is killed. The computed model is archived from its staged outputs, not computed again."""
-    home = slow_null_home(tmp_path, null_home, 3)
+def test_worker_killed_while_a_computed_job_archives(tmp_path: Path, null_home: Path) -> None:
+    """One worker; SIGKILL of it while the archival of a computed job copies and hashes its 40 MB of
+    staged outputs (the next model runs alongside). The archival is given to the replacement worker
+    and archives the staged outputs: no model is computed again."""
+    home = slow_null_home(tmp_path, null_home, 1, pad_bytes=40_000_000)  # a 40 MB file: a wide window
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home, cluster={"n_workers": 1}))
     db = tmp_path / "ledger.sqlite"
     driver = start_run(config)
-
-    def computed_while_the_next_model_runs() -> list[tuple[int, str, str]]:
-        # The next model running: the computed job's run task has returned (the ledger says computed a moment
-        # before it does; a kill in between loses the task's result, recorded as a lost run, not a second model).
-        running = ledger_rows(db, "select count(*) from attempts where kind = 'model' and outcome = 'running'")
-        return _computed_waiting_for_archival(db) if running[0][0] else []
-
-    waiting = wait_for(computed_while_the_next_model_runs, 120, "a computed job waiting for its archival", driver)
+    archiving = wait_for(lambda: ledger_rows(db, "select job_id from attempts where kind = 'archive' and "
+                                                 "outcome = 'running'"), 120, "an archival running", driver)
     workers = processes.spawned_children(driver.pid)
     assert len(workers) == 1, workers
     os.kill(workers[0], signal.SIGKILL)
     code, output = finish_run(driver)
     assert code == 0, output
     summary = assert_consistent(config, models=MODELS)
-    computed_name = waiting[0][1]
-    assert summary["model_ok"][computed_name] == 1, summary  # archived from scratch, not computed again
-    assert set(summary["model_ok"].values()) == {1}
+    assert set(summary["model_ok"].values()) == {1}, summary  # archived from the staged outputs, not recomputed
+    job = archiving[0][0]
+    outcomes = [outcome for (outcome,) in ledger_rows(db, f"select outcome from attempts where job_id = {job} and "
+                                                          "kind = 'archive' order by id")]
+    assert outcomes[0] != "ok" and outcomes[-1] == "ok", outcomes  # the kill cut that archival; a later one did it
 
 
 def test_scratch_deleted_before_archival(tmp_path: Path, null_home: Path) -> None:
-    """A computed job's scratch directory vanishes before its archival: the model is computed again."""
-    home = slow_null_home(tmp_path, null_home, 3)
+    """A computed job's scratch directory vanishes before it is archived: the driver is killed (kill -9 of
+    its process group) once a job is computed, its staged outputs are deleted, and ``pdrflow resume``
+    archives the rest and computes that model again, and only that one."""
+    home = slow_null_home(tmp_path, null_home, 1, pad_bytes=40_000_000)  # its archival takes a while
     config = write_config(tmp_path / "run.yaml", base_config(tmp_path, home=home, cluster={"n_workers": 1}))
     db = tmp_path / "ledger.sqlite"
     driver = start_run(config)
-    waiting = wait_for(lambda: _computed_waiting_for_archival(db), 120, "a computed job waiting for its archival", driver)
-    _job_id, name, staged = waiting[0]
+    wait_for(lambda: ledger_rows(db, "select id from jobs where state = 'computed'"), 120, "a computed job", driver)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    computed = ledger_rows(db, "select id, name, staged_dir from jobs where state = 'computed'")
+    assert computed, "the archival finished before the kill"
+    _job_id, name, staged = computed[0]
     shutil.rmtree(staged)
-    code, output = finish_run(driver)
-    assert code == 0, output
+    resumed = cli("resume", str(config))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     summary = assert_consistent(config, models=MODELS)
     assert summary["model_ok"][name] == 2, summary  # its outputs were gone: computed again
     assert {n: c for n, c in summary["model_ok"].items() if n != name} == {
