@@ -292,6 +292,8 @@ CASES: list[Case] = [
          "database.password: passwords are never read from the config file; set PDRFLOW_DB_PASSWORD"),
     Case("password key in sftp storage", _storage_sftp(password=SECRET),
          "storage.password: passwords are never read from the config file; set PDRFLOW_SFTP_PASSWORD"),
+    Case("password key in the cluster", _set("cluster", "password", SECRET),  # no cluster kind has one to set
+         "cluster.password: passwords are never read from the config file"),
     Case("unsupported database", _set("database", "url", "oracle://pdr@127.0.0.1/pdr"),
          "database.url: unsupported database 'oracle'"),
     Case("database URL that is no URL", _set("database", "url", "ledger.sqlite"),

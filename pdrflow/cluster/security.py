@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from ..config.sections import DB_PASSWORD_ENV
+from ..config.sections import DB_PASSWORD_ENV, password_variables
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -177,11 +177,9 @@ def withheld_from_workers(config: Config) -> tuple[str, ...]:
     archive is not on SFTP)."""
     from ..config.kinds import KIND_MODELS, KIND_SECTIONS
 
-    def variables(model: type) -> tuple[str, ...]:
-        return tuple(getattr(model, "_PASSWORD_ENV", ()))  # a kind section holding a password (sections)
-
-    every = dict.fromkeys([*DB_PASSWORD_ENV, *(name for model in KIND_MODELS.values() for name in variables(model))])
-    used = {name for section in KIND_SECTIONS for name in variables(type(getattr(config, section)))}
+    every = dict.fromkeys([*DB_PASSWORD_ENV, *(name for model in KIND_MODELS.values()
+                                               for name in password_variables(model))])
+    used = {name for section in KIND_SECTIONS for name in password_variables(type(getattr(config, section)))}
     if not config.database.sqlalchemy_url().drivername.startswith("sqlite"):
         used.update(DB_PASSWORD_ENV)
     return tuple(name for name in every if name not in used)

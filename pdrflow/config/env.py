@@ -13,10 +13,9 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
 from .checks import MAX_CONFIG_BYTES, _check_strings, _parse_yaml
-from .kinds import KIND_MODELS, KIND_SECTIONS
+from .kinds import KIND_MODELS, KIND_SECTIONS, password_variable
 from .messages import _did_you_mean, _known_keys, _model_at
 from .models import SECTION_NAMES, Config
-from .sections import DB_PASSWORD_ENV, SFTP_PASSWORD_ENV
 
 ENV_PREFIX = "PDRFLOW__"  # PDRFLOW__RUN__MAX_MODELS=10, PDRFLOW__CLUSTER__SLURM__QUEUE=long
 
@@ -29,8 +28,8 @@ def _env_key_error(name: str, parts: list[str]) -> str | None:
     if len(parts) == 1:
         return "names a whole section; name a key (PDRFLOW__SECTION__KEY)"
     if parts[-1] == "password":
-        env = DB_PASSWORD_ENV[0] if section == "database" else SFTP_PASSWORD_ENV[0]
-        return f"passwords are never configuration; set {env}"
+        env = password_variable(section)
+        return "passwords are never configuration" + (f"; set {env}" if env else "")
     if section in KIND_SECTIONS:
         kinds = {kind: model for (sec, kind), model in KIND_MODELS.items() if sec == section}
         if parts[1] == "kind":

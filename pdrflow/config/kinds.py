@@ -22,7 +22,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import Field
 
-from .sections import SHIPPED_DEFAULTS, ClusterKind, KindSection, StorageKind
+from .sections import DB_PASSWORD_ENV, SHIPPED_DEFAULTS, ClusterKind, KindSection, StorageKind, password_variables
 
 _K = TypeVar("_K", StorageKind, ClusterKind)
 
@@ -85,3 +85,14 @@ def kind_factory(section: str, kind: str) -> Callable[..., Any]:
     """The factory of ``section``'s ``kind``: a storage kind's ``open``, a cluster kind's ``start``."""
     found = KINDS[section][kind]
     return found.open if isinstance(found, StorageKind) else found.start
+
+
+def password_variable(section: str) -> str | None:
+    """The variable to name when a password turns up in ``section``'s configuration: the database's, or that of
+    the section's first kind holding one (storage: SFTP's). None: no kind of the section has a password."""
+    if section == "database":
+        return DB_PASSWORD_ENV[0]
+    for (owner, _), model in KIND_MODELS.items():
+        if owner == section and password_variables(model):
+            return password_variables(model)[0]
+    return None

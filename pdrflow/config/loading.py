@@ -27,10 +27,10 @@ from .checks import (
     _parse_yaml,
 )
 from .env import _env_origin, env_overrides
-from .kinds import KIND_MODELS, KIND_SECTIONS
+from .kinds import KIND_MODELS, KIND_SECTIONS, password_variable
 from .messages import _did_you_mean, _format_validation_error
 from .models import SECTION_NAMES, Config
-from .sections import DB_PASSWORD_ENV, SFTP_PASSWORD_ENV, _PasswordFromEnv, _secret_from_env
+from .sections import DB_PASSWORD_ENV, _secret_from_env, password_variables
 
 
 def _merge_defaults(user: dict[str, Any]) -> dict[str, Any]:
@@ -97,10 +97,11 @@ def parse_config(user: Any, path: Path) -> Config:
         raise ConfigError(f"{key}: unknown section{_did_you_mean(key, list(SECTION_NAMES))}")
     _check_strings(user, "")
     data = _merge_defaults(user)
-    for section in ("database", "storage"):
+    for section in ("database", *KIND_SECTIONS):
         if "password" in data[section]:
-            env = DB_PASSWORD_ENV[0] if section == "database" else SFTP_PASSWORD_ENV[0]
-            raise ConfigError(f"{section}.password: passwords are never read from the config file; set {env}")
+            env = password_variable(section)
+            raise ConfigError(f"{section}.password: passwords are never read from the config file"
+                              + (f"; set {env}" if env else ""))
     if "url" in data["database"] and isinstance(data["database"]["url"], str):
         _check_database_url(data["database"]["url"])
     _check_empty_paths(data)
@@ -108,8 +109,8 @@ def parse_config(user: Any, path: Path) -> Config:
     data["database"]["password"] = _secret_from_env(DB_PASSWORD_ENV)
     for section in KIND_SECTIONS:  # a kind with a password (storage.sftp) reads it from its variables
         model = KIND_MODELS.get((section, data[section]["kind"]))
-        if model is not None and issubclass(model, _PasswordFromEnv):
-            data[section]["password"] = _secret_from_env(model._PASSWORD_ENV)
+        if model is not None and password_variables(model):
+            data[section]["password"] = _secret_from_env(password_variables(model))
     try:
         config = Config(**data, path=path)
     except ValidationError as exc:

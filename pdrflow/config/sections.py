@@ -72,6 +72,11 @@ class _PasswordFromEnv(BaseModel):
         super().__setstate__(state)
 
 
+def password_variables(model: type) -> tuple[str, ...]:
+    """The environment variables a section model's password is read from, first set wins (): it has none)."""
+    return model._PASSWORD_ENV if issubclass(model, _PasswordFromEnv) else ()
+
+
 class _Section(BaseModel):
     # allow_inf_nan=False: a NaN/inf timeout, backoff or runtime is always a mistake (and an
     # infinite backoff hangs the driver). Grid values are checked by pdrflow.grid instead.
