@@ -65,8 +65,15 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from helpers import NULL_SPECIES, base_config, slow_null_home, write_config, write_null_home
 from services.cluster_box import ClusterBox, start_cluster_box
-from services.databases import APP_PASSWORD, APP_USER, DatabaseServer, remove_server, session_peaks, start_server
-from services.sshd import Sshd
+from services.databases import (
+    APP_PASSWORD,
+    DatabaseServer,
+    app_sessions,
+    remove_server,
+    session_peaks,
+    start_server,
+)
+from services.sshd import Sshd, established_connections
 
 SERVER_MAX_CONNECTIONS = 20  # the issue's PostgreSQL
 POLL = 0.2  # seconds between samples of the servers' connections and the driver's memory
@@ -156,21 +163,6 @@ def run_config(run: Path, svc: Services, home: Path, *, models: int, jobs: int, 
 # ---- sampling while a run goes ------------------------------------------------------------------------
 
 
-def _ssh_established(port: int) -> int:
-    """Established TCP connections on sshd's side of ``port`` (the nodes connect over the bridge)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
-                count += 1
-    return count
-
-
 class Sampler(threading.Thread):
     """Peaks every POLL s: app-user sessions (all, workers'), established SSH connections, the driver's process
     tree RSS on the login node (node processes are the box's slurmd's, never the driver's descendants); every
@@ -223,12 +215,11 @@ class Sampler(threading.Thread):
         last_nodes = 0.0
         with psycopg.connect(self.svc.superuser, autocommit=True) as admin:
             while not self.done.is_set():
-                workers, total = admin.execute(
-                    "SELECT count(*) FILTER (WHERE application_name = %s), count(*) FROM pg_stat_activity "
-                    "WHERE usename = %s", (WORKER_APPLICATION_NAME, APP_USER)).fetchone() or (0, 0)
+                workers, total = app_sessions(admin, WORKER_APPLICATION_NAME)
                 self.peaks["db_worker_sessions"] = max(self.peaks["db_worker_sessions"], workers)
                 self.peaks["db_sessions"] = max(self.peaks["db_sessions"], total)
-                self.peaks["ssh_connections"] = max(self.peaks["ssh_connections"], _ssh_established(self.svc.sshd.port))
+                self.peaks["ssh_connections"] = max(self.peaks["ssh_connections"],
+                                                    established_connections(self.svc.sshd.port))
                 self._driver()
                 available = round(psutil.virtual_memory().available / 2**30, 2)
                 low = self.peaks["min_available_gb"]

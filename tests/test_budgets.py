@@ -21,8 +21,8 @@ import dask.config
 import psycopg
 import pytest
 from helpers import base_config, write_config, write_null_home
-from services.databases import APP_PASSWORD, APP_USER, DatabaseServer, remove_server, session_peaks, start_server
-from services.sshd import Sshd
+from services.databases import APP_PASSWORD, DatabaseServer, app_sessions, remove_server, session_peaks, start_server
+from services.sshd import Sshd, established_connections
 from sqlalchemy import create_engine, text
 
 from pdrflow.cli.common import worker_safety_config
@@ -100,28 +100,13 @@ class Sampler(threading.Thread):
         self.peaks = {"worker_sessions": 0, "sessions": 0, "ssh": 0}
         self.done = threading.Event()
 
-    def _ssh_established(self) -> int:
-        clients: set[str] = set()  # by local address: a table read in pieces while it changes can repeat a line
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                lines = Path(table).read_text().splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if int(fields[2].rsplit(":", 1)[1], 16) == self.ssh_port and fields[3] == "01":  # ESTABLISHED
-                    clients.add(fields[1])
-        return len(clients)
-
     def run(self) -> None:
         with psycopg.connect(_superuser(self.postgres), autocommit=True) as admin:
             while not self.done.is_set():
-                workers, total = admin.execute(
-                    "SELECT count(*) FILTER (WHERE application_name = %s), count(*) FROM pg_stat_activity "
-                    "WHERE usename = %s", (WORKER_APPLICATION_NAME, APP_USER)).fetchone() or (0, 0)
+                workers, total = app_sessions(admin, WORKER_APPLICATION_NAME)
                 self.peaks["worker_sessions"] = max(self.peaks["worker_sessions"], workers)
                 self.peaks["sessions"] = max(self.peaks["sessions"], total)
-                self.peaks["ssh"] = max(self.peaks["ssh"], self._ssh_established())
+                self.peaks["ssh"] = max(self.peaks["ssh"], established_connections(self.ssh_port, side="client"))
                 time.sleep(0.005)
 
 

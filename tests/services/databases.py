@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,6 +226,14 @@ def crash_server(server: DatabaseServer) -> None:
     if server.kind == "postgresql":
         (server.directory / "data" / "postmaster.pid").unlink(missing_ok=True)
     server.pid = None
+
+
+def app_sessions(admin: Any, application: str) -> tuple[int, int]:
+    """(sessions whose application_name is ``application``, all sessions) of the app user now, read from
+    pg_stat_activity over ``admin``, a superuser's psycopg connection."""
+    row = admin.execute("SELECT count(*) FILTER (WHERE application_name = %s), count(*) FROM pg_stat_activity "
+                        "WHERE usename = %s", (application, APP_USER)).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def session_peaks(log: str, application: str) -> dict[str, int]:

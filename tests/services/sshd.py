@@ -32,6 +32,24 @@ SSH_KEYGEN = "ssh-keygen"
 _TIMEOUT = 30.0
 
 
+def established_connections(port: int, *, side: str = "server") -> int:
+    """Established TCP connections of an sshd on ``port`` (/proc/net/tcp and tcp6), each socket once: on the
+    server's ``side`` (its local port; what sshd holds) or the ``"client"`` side (their remote port: a closed
+    connection is gone from there at once, sshd notices a moment later)."""
+    column = 1 if side == "server" else 2
+    sockets: set[tuple[str, str]] = set()  # a table read in pieces while it changes can repeat a line
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[column].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                sockets.add((fields[1], fields[2]))
+    return len(sockets)
+
+
 class SshdUnavailable(RuntimeError):
     """OpenSSH's sshd is not installed."""
 
