@@ -73,7 +73,7 @@ class _PasswordFromEnv(BaseModel):
 
 
 def password_variables(model: type) -> tuple[str, ...]:
-    """The environment variables a section model's password is read from, first set wins (): it has none)."""
+    """The environment variables a section model's password is read from, first set wins (empty: it has none)."""
     return model._PASSWORD_ENV if issubclass(model, _PasswordFromEnv) else ()
 
 

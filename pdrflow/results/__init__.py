@@ -34,10 +34,9 @@ derived from them), ``reader`` (the ledger's jobs and the archive's files: :func
 from __future__ import annotations
 
 from ..ledger.queries import JobRecord
-from .formats import file_contents, parse_linebt, read_chemistry, read_structure
+from .formats import LINEBT_COLUMNS, file_contents, parse_linebt, read_chemistry, read_structure
 from .outputs import (
     CARBON_CARRIERS,
-    LINEBT_COLUMNS,
     ArchivedFileRecord,
     LineTable,
     ModelNotArchived,

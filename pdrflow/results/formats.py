@@ -9,15 +9,12 @@ import h5py
 import numpy as np
 
 from ..config import ResultsConfig
-from .outputs import (
-    _OPTIONAL_PROFILES,
-    _REQUIRED_PROFILES,
-    _SHOWN_DATASETS,
-    LINEBT_COLUMNS,
-    LineTable,
-)
+from .outputs import LineTable
 
-# ---- file formats ---------------------------------------------------------------------------
+LINEBT_COLUMNS = ("transition", "wavelength_um", "intensity_erg_s_cm2_sr", "peak_tb_K")  # the stand-in's
+_REQUIRED_PROFILES = ("depth_cm", "av", "tgas")
+_OPTIONAL_PROFILES = ("tdust", "nh")
+_SHOWN_DATASETS = 40  # an error lists at most this many of a file's datasets
 
 
 def parse_linebt(text: str, species: str, columns: Iterable[str] = LINEBT_COLUMNS) -> LineTable:

@@ -9,10 +9,6 @@ import numpy as np
 
 from ..ledger.queries import JobRecord
 
-LINEBT_COLUMNS = ("transition", "wavelength_um", "intensity_erg_s_cm2_sr", "peak_tb_K")  # the stand-in's
-_REQUIRED_PROFILES = ("depth_cm", "av", "tgas")
-_OPTIONAL_PROFILES = ("tdust", "nh")
-_SHOWN_DATASETS = 40  # an error lists at most this many of a file's datasets
 CARBON_CARRIERS = ("C+", "C", "CO")  # the gas-phase carbon budget for the C+/C/CO transitions
 
 
