@@ -107,53 +107,16 @@ def load_template(kind: TemplateKind, path: Path | None) -> Template:
     return template
 
 
-def _string_end(text: str, start: int) -> int:
-    """Index just past the JSON string literal that opens at ``start``."""
-    end = start + 1
-    while end < len(text) and text[end] != '"':
-        end += 2 if text[end] == "\\" else 1
-    return end + 1
+# A JSON string literal (to its closing quote, or to the end of an unterminated one): copied untouched.
+_STRING = r'"(?:[^"\\]|\\.?)*"?'
+# Outside strings: a /* */ block (to the end if unclosed), or "//" or a single "/" to the end of the line.
+_COMMENT = re.compile(_STRING + r"|(/\*.*?(?:\*/|\Z)|/[^\n]*)", re.S)
+_TRAILING_COMMA = re.compile(_STRING + r"|(,)(?=[ \t\r\n]*[}\]])")
 
 
-def _without_comments(text: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] == '"':
-            end = _string_end(text, i)
-            out.append(text[i:end])
-            i = end
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            i = len(text) if end < 0 else end + 2
-        elif text[i] == "/":  # "//" or the predecessor's single "/": to the end of the line
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def _without_trailing_commas(text: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] == '"':
-            end = _string_end(text, i)
-            out.append(text[i:end])
-            i = end
-            continue
-        if text[i] == ",":
-            rest = i + 1
-            while rest < len(text) and text[rest] in " \t\r\n":
-                rest += 1
-            if rest < len(text) and text[rest] in "}]":
-                i += 1
-                continue
-        out.append(text[i])
-        i += 1
-    return "".join(out)
+def _drop_outside_strings(pattern: re.Pattern[str], text: str) -> str:
+    """``text`` without what ``pattern``'s group 1 matched; string literals (its other branch) stay."""
+    return pattern.sub(lambda match: "" if match.group(1) else match.group(0), text)
 
 
 def strict_json(text: str) -> str:
@@ -161,7 +124,7 @@ def strict_json(text: str) -> str:
 
     Outside strings JSON has no other use for ``/``, so it always starts a comment; strings are
     copied untouched (a URL in a value survives)."""
-    return _without_trailing_commas(_without_comments(text))
+    return _drop_outside_strings(_TRAILING_COMMA, _drop_outside_strings(_COMMENT, text))
 
 
 def render_json(template: Template, values: Mapping[str, str]) -> str:
