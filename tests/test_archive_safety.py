@@ -170,7 +170,7 @@ def test_leftovers_of_an_earlier_archival_are_replaced_foreign_bytes_are_not(
     (archive / ours).write_bytes(earlier)
     # An earlier archival planned these bytes at `ours`, then was cut off before its commit.
     attempt = ledger.start_archive(manifest.job_id, "host", None, planned_files={ours: hashlib.sha256(earlier)
-                                                                                 .hexdigest()})
+                                                                                 .hexdigest()}).attempt_id
     ledger.fail_archive(manifest.job_id, attempt, "cut off")
     (archive / theirs).write_bytes(b"someone else's\n")
 

@@ -167,7 +167,7 @@ def archive(ledger: Ledger, job: JobRef) -> None:
     """The job's real path through the ledger: run, compute, archive with its file records."""
     attempt = ledger.start_model(job.id, "host", None).attempt_id
     ledger.finish_model(job.id, attempt, error=None, staged_dir="/scratch/x", host="host", provenance={})
-    ledger.commit_archive(job.id, ledger.start_archive(job.id, "host", None),
+    ledger.commit_archive(job.id, ledger.start_archive(job.id, "host", None).attempt_id,
                           [StoredFile(f"{GRID}/{job.name}/pdrout.hdf", 1, "0" * 64)])
 
 

@@ -55,9 +55,13 @@ def test_only_allowed_transitions(ledger_and_specs) -> None:
     with pytest.raises(LedgerError, match="illegal transition running -> archived"):
         ledger.commit_archive(job.id, attempt, [])
     ledger.finish_model(job.id, attempt, error=None, staged_dir="/scratch/x", host="host", provenance={"k": 1})
+    cut_off = ledger.start_archive(job.id, "host", None)
+    assert not cut_off.earlier
+    ledger.fail_archive(job.id, cut_off.attempt_id, "cut off")
     archive = ledger.start_archive(job.id, "host", None)
+    assert archive.earlier  # so the archival clears what the first one may have left behind
     files = [StoredFile("g/pdrgrid/a", 3, "1" * 64), StoredFile("g/pdrgrid/b", 4, "2" * 64)]
-    ledger.commit_archive(job.id, archive, files)
+    ledger.commit_archive(job.id, archive.attempt_id, files)
     assert ledger.job(job.id).state is JobState.ARCHIVED
     assert ledger_rows(db, "select path, size from archived_files order by path") == [
         ("g/pdrgrid/a", 3), ("g/pdrgrid/b", 4)]
@@ -92,10 +96,10 @@ def test_archive_commit_is_one_transaction(ledger_and_specs) -> None:
     for job in (first, second):
         attempt = ledger.start_model(job.id, "h", None).attempt_id
         ledger.finish_model(job.id, attempt, error=None, staged_dir="/s", host="h", provenance={})
-    ledger.commit_archive(first.id, ledger.start_archive(first.id, "h", None), [StoredFile("g/x", 1, "1" * 64)])
+    ledger.commit_archive(first.id, ledger.start_archive(first.id, "h", None).attempt_id, [StoredFile("g/x", 1, "1" * 64)])
     # The second job's commit collides with the first's file record: nothing of it may remain.
     with pytest.raises(Exception):  # noqa: B017 - the database's integrity error
-        ledger.commit_archive(second.id, ledger.start_archive(second.id, "h", None),
+        ledger.commit_archive(second.id, ledger.start_archive(second.id, "h", None).attempt_id,
                               [StoredFile("g/y", 1, "2" * 64), StoredFile("g/x", 1, "1" * 64)])
     assert ledger.job(second.id).state is JobState.COMPUTED
     assert ledger_rows(db, "select path from archived_files") == [("g/x",)]

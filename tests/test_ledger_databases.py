@@ -140,7 +140,7 @@ def test_concurrent_archival_commits_lose_and_duplicate_nothing(tmp_path: Path, 
     def archive(job_id: int, name: str) -> None:
         ledger = Ledger(database["direct"], create=False)  # its own engine, like a worker process
         try:
-            attempt = ledger.start_archive(job_id, "h", None)
+            attempt = ledger.start_archive(job_id, "h", None).attempt_id
             files = [StoredFile(f"g/pdrgrid/{kind}{name}", 10, f"{job_id:064x}") for kind in ("a", "b", "c")]
             barrier.wait(timeout=60)
             ledger.commit_archive(job_id, attempt, files)

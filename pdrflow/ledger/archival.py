@@ -15,34 +15,30 @@ from ..storage.base import StoredFile
 from .retries import _transient_db_errors
 from .schema import ArchivedFile, Attempt, AttemptKind, AttemptOutcome, Job, PreexistingFile, utcnow
 from .transitions import Transitions
-from .types import ArchiveClaims
+from .types import ArchiveClaims, ArchiveStart
 
 
 class ArchiveRecords(Transitions):
     @_transient_db_errors
     def start_archive(self, job_id: int, host: str, worker: str | None,
-                      planned_files: dict[str, str] | None = None) -> int:
+                      planned_files: dict[str, str] | None = None) -> ArchiveStart:
         """``planned_files`` (archive path -> sha256) is recorded before any byte is uploaded: whatever an
-        archival cut off leaves at a final path is then known to be pdrflow's own."""
+        archival cut off leaves at a final path is then known to be pdrflow's own. The count of earlier
+        archivals comes in the same transaction (a worker's database connection costs more than the query)."""
         with self._session() as session:
             job = session.get(Job, job_id)
             if job is None or job.state not in (JobState.COMPUTED, JobState.FAILED_STORAGE):
                 state = job.state if job is not None else "missing"
                 raise LedgerError(f"job {job_id}: cannot archive in state {state}")
+            earlier = session.scalar(
+                select(func.count()).select_from(Attempt)
+                .where(Attempt.job_id == job_id, Attempt.kind == AttemptKind.ARCHIVE.value)
+            )
             attempt = Attempt(job_id=job_id, kind=AttemptKind.ARCHIVE.value, host=host, worker=worker,
                               planned_files=planned_files)
             session.add(attempt)
             session.flush()
-            return attempt.id
-
-    @_transient_db_errors
-    def archive_attempts(self, job_id: int) -> int:
-        """How many archivals of this job were started (this one included)."""
-        with self._session() as session:
-            return int(session.scalar(
-                select(func.count()).select_from(Attempt)
-                .where(Attempt.job_id == job_id, Attempt.kind == AttemptKind.ARCHIVE.value)
-            ) or 0)
+            return ArchiveStart(attempt.id, earlier=bool(earlier))
 
     @_transient_db_errors
     def archive_claims(self, job_id: int, attempt_id: int | None = None) -> ArchiveClaims:

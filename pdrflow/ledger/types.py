@@ -37,6 +37,15 @@ class ModelStart:
 
 
 @dataclass(frozen=True)
+class ArchiveStart:
+    """The archival attempt ``start_archive`` recorded, and whether one of this job was started before it
+    (that one may have been cut off mid-file and left temporaries behind)."""
+
+    attempt_id: int
+    earlier: bool
+
+
+@dataclass(frozen=True)
 class Registration:
     total: int
     new: int

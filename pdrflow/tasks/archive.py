@@ -203,20 +203,20 @@ def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> 
     with task_ledger(settings) as ledger:
         try:
             # The plan is recorded before any byte moves: a cut-off upload's leftovers are recognisably ours.
-            attempt_id = ledger.start_archive(manifest.job_id, host, worker_name(), planned_files=planned)
+            start = ledger.start_archive(manifest.job_id, host, worker_name(), planned_files=planned)
         except Exception as exc:  # noqa: BLE001 - reported through the future, recorded by the driver
             raise StorageFailed(manifest.job_id, f"ledger unavailable before archiving: {type(exc).__name__}") from None
+        attempt_id = start.attempt_id
         skipped = 0
         try:
             _check_staged(manifest, contents=False)
-            earlier = ledger.archive_attempts(manifest.job_id) > 1
             with task_storage(settings) as storage:
                 try:
                     targets = plan_targets(storage, manifest, lambda: ledger.archive_claims(manifest.job_id,
                                                                                             attempt_id))
                     if targets.foreign:
                         raise StorageFailed(manifest.job_id, foreign_reason(targets.foreign), permanent=True)
-                    if earlier:  # an earlier try may have been cut off mid-file: leave no temporary behind
+                    if start.earlier:  # an earlier try may have been cut off mid-file: leave no temporary behind
                         storage.remove_temporaries([f.target for f in manifest.files])
                     move_aside(storage, ledger, manifest.job_id, manifest.name, targets.move_aside)
                     stored = upload(storage, manifest, targets.upload)
