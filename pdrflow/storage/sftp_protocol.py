@@ -240,6 +240,14 @@ class SftpSession:
         self.channel.sendall(struct.pack(">IBI", len(payload) + 5, kind, request_id) + payload)
         return request_id
 
+    def send_many(self, requests: Sequence[tuple[int, bytes]]) -> list[int]:
+        """Several requests in one write: paramiko encrypts and sends each write as its own SSH packets, so
+        a model's 37 STATs written at once cost one packet instead of 37 (and sshd one read)."""
+        ids = [self.take_id() for _ in requests]
+        self.channel.sendall(b"".join(struct.pack(">IBI", len(payload) + 5, kind, request_id) + payload
+                                      for (kind, payload), request_id in zip(requests, ids, strict=True)))
+        return ids
+
     def receive(self, request_id: int) -> tuple[int, bytes]:
         """The response to ``request_id`` (its body after the id); others are kept for later."""
         if request_id in self._early:
@@ -301,7 +309,7 @@ class SftpSession:
         failure: SftpStatus | None = None
         for start in range(0, len(paths), self.STATS_IN_FLIGHT):
             chunk = paths[start : start + self.STATS_IN_FLIGHT]
-            ids = [self.send(FXP_STAT, _path(path)) for path in chunk]
+            ids = self.send_many([(FXP_STAT, _path(path)) for path in chunk])
             for request_id, path in zip(ids, chunk, strict=True):
                 try:
                     kind, body = self.check(self.receive(request_id), "stat", path)

@@ -121,10 +121,13 @@ def upload(
             reap()
     # chmod, fsync, fstat and close go out right behind the writes: the server handles them in
     # order, so the whole tail costs one round trip. FSETSTAT is fchmod(2): no umask applies.
-    chmod_id = session.send(FXP_FSETSTAT, h + mode_attrs(mode)) if mode is not None else None
-    fsync_id = session.send(FXP_EXTENDED, string(b"fsync@openssh.com") + h) if session.use_fsync else None
-    fstat_id = session.send(FXP_FSTAT, h)
-    close_id = session.send(FXP_CLOSE, h)
+    tail = [(FXP_FSETSTAT, h + mode_attrs(mode))] if mode is not None else []
+    if session.use_fsync:
+        tail.append((FXP_EXTENDED, string(b"fsync@openssh.com") + h))
+    tail_ids = session.send_many([*tail, (FXP_FSTAT, h), (FXP_CLOSE, h)])
+    chmod_id = tail_ids.pop(0) if mode is not None else None
+    fsync_id = tail_ids.pop(0) if session.use_fsync else None
+    fstat_id, close_id = tail_ids
     while outstanding:
         reap()
     for tail_id, operation in ((chmod_id, "chmod"), (fsync_id, "fsync")):
