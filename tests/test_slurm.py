@@ -229,16 +229,47 @@ def test_the_notebook_api_drives_a_grid_inside_one_allocation(tmp_path: Path, nu
     assert verify(path)["returncode"] == 0
 
 
+# Besides driving the grid: what a browser gets from the first worker's HTTP server (its address from the
+# scheduler), while the grid runs: its health page, and the Bokeh status page of a worker dashboard.
+NOTEBOOK_DRIVER_ASKING_A_WORKER = """import sys, time, urllib.error, urllib.request
+from pdrflow import Grid
+
+run = Grid.open(sys.argv[1]).submit()
+pages = {}
+while not pages and run.running:
+    client = run.client  # None once the run has ended
+    workers = client.scheduler_info(n_workers=-1)["workers"].values() if client is not None else ()
+    for worker in workers:
+        for page in ("health", "status"):
+            try:
+                with urllib.request.urlopen(f"http://{worker['host']}:{worker['services']['dashboard']}/{page}",
+                                            timeout=10) as answer:
+                    pages[page] = answer.status
+            except urllib.error.HTTPError as exc:
+                pages[page] = exc.code
+        break
+    time.sleep(0.2)
+outcome = run.wait()
+print("worker pages:", sorted(pages.items()))
+print("driven from the notebook API:", outcome.archived, "archived")
+"""
+
+
 def test_the_notebook_api_drives_slurm_worker_jobs(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
     """The notebook API drives from a thread of its own; dask-jobqueue cannot even be imported there (its
-    runner sets a signal handler on import), so the main thread imports it first."""
-    path = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, null_home))
+    runner sets a signal handler on import), so the main thread imports it first.
+
+    Worker processes serve no dashboard of their own (cluster.slurm.worker_dashboard: false): their HTTP
+    server answers its health page, and nothing where a worker's Bokeh status page would be."""
+    home = _slow_home(tmp_path, null_home, 3)  # the workers stay up long enough to be asked
+    path = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, home))
     script = tmp_path / "drive.py"
-    script.write_text(NOTEBOOK_DRIVER)
+    script.write_text(NOTEBOOK_DRIVER_ASKING_A_WORKER)
     done = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, "SLURM_CONF": str(slurm.conf)}, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "driven from the notebook API: 4 archived" in done.stdout
+    assert "worker pages: [('health', 200), ('status', 404)]" in done.stdout, done.stdout
     assert status(path)["counts"] == {"archived": 4}
 
 

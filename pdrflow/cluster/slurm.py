@@ -69,6 +69,11 @@ class SlurmClusterConfig(ClusterSection):
     # 0: each archival runs on the compute node that holds the model's outputs; N: on N worker processes
     # on the driver's host (login or transfer node), for compute nodes that cannot reach the archive.
     # also 0 when built in Python without it
+    # Off: each worker's Bokeh dashboard would listen on every interface of its compute node, unauthenticated
+    # (the comms are TLS, that page is plain HTTP), and cost every worker process the Bokeh import (0.4-0.65 CPU s
+    # and 17 MB measured here). The scheduler's dashboard shows the workers either way.
+    worker_dashboard: bool = Field(
+        default=False, description="a Dask dashboard of each worker process too, on every interface of its node")
     archive_workers: int = Field(
         default=0, ge=0, le=64,
         description=(
@@ -273,7 +278,8 @@ def slurm_cluster(
     try:
         cluster = SLURMCluster(
             cores=cores, memory=memory, processes=config.processes, walltime=walltime, python=sys.executable,
-            worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime)), *resources],
+            worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime)), *resources,
+                               *([] if config.worker_dashboard else ["--no-dashboard"])],
             # null: no dashboard (dask-jobqueue's own default would be every interface's :8787)
             scheduler_options={"dashboard_address": config.dashboard_address} if config.dashboard_address
             else {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
