@@ -17,7 +17,8 @@ shipped connection budgets (``database.max_connections``, ``storage.max_connecti
 3. ``overhead`` - per-model overhead against plain Dask futures: 16 one-core worker jobs (4 nodes x 4
    CPUs) started by dask-jobqueue's SLURMCluster with the same settings (TLS, lifetime, adapt) running
    ``client.map`` of the same null executables in fresh scratch directories (no ledger, no archive), the
-   same with each task putting its outputs over SFTP (paramiko, what a hand-written script would do; no
+   same with ``--no-dashboard`` as pdrflow starts its workers (dask-jobqueue's default gives each worker a
+   Bokeh dashboard), the same with each task putting its outputs over SFTP (paramiko, what a hand-written script would do; no
    ledger, no checks), against ``pdrflow run`` on an identical box. Also the machine's CPU seconds per
    model (every process): on the box all nodes share 2 cores, so that bounds the models per second; and
    those seconds by kind of process (driver, Dask workers, sshd, PostgreSQL, SLURM; ``ProcessCpu``).
@@ -488,7 +489,9 @@ def plain_dask_child(spec: dict[str, Any]) -> dict[str, Any]:
     cluster = SLURMCluster(
         cores=spec["cores"], memory=spec["memory"], processes=spec["processes"], walltime=spec["walltime"],
         python=sys.executable, interface=spec["interface"], local_directory=spec["local_directory"],
-        log_directory=spec["log_directory"], worker_extra_args=worker_lifetime(spec["walltime"]),
+        log_directory=spec["log_directory"],
+        worker_extra_args=[*worker_lifetime(spec["walltime"]),
+                           *([] if spec["worker_dashboard"] else ["--no-dashboard"])],
         scheduler_options={"dashboard_address": "127.0.0.1:0"},
         security=Security.temporary(), protocol="tls://", shared_temp_directory=spec["credentials"])
     try:
@@ -547,6 +550,12 @@ def scenario_wide(work: Path, nodes: int, processes: int, models: int, seconds: 
             "machine_memory_gb": round(_memory_total() / 2**30, 1)}
 
 
+# (name, SFTP put of every output, worker dashboards): dask-jobqueue's defaults as a script would use them,
+# and plain Dask started as pdrflow starts its workers (no dashboard of each worker's own).
+PLAIN_CONTENDERS = (("plain_dask", False, True), ("plain_dask_no_worker_dashboard", False, False),
+                    ("plain_dask_with_sftp", True, True))
+
+
 def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: float,
                       windows: tuple[int, ...] = ()) -> dict[str, Any]:
     """``windows``: pdrflow again with each of these ``run.max_in_flight`` (``pdrflow_window_N``), after the
@@ -555,12 +564,13 @@ def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: f
     out: dict[str, Any] = {"setup": {"nodes": nodes, "cpus_per_node": cpus, "worker_jobs": jobs,
                                      "processes_per_job": 1, "cores_per_job": 1, "worker_slots": jobs,
                                      "models": models, "model_seconds": seconds,
-                                     "order": "plain Dask, plain Dask with an SFTP put of every output, "
-                                              "then pdrflow, each on a fresh box"}}
+                                     "order": "plain Dask, plain Dask without worker dashboards, plain Dask "
+                                              "with an SFTP put of every output, then pdrflow, each on a fresh "
+                                              "box"}}
     home = slow_null_home(work, write_null_home(work / "null-home"), seconds)
-    for name, archive in (("plain_dask", False), ("plain_dask_with_sftp", True)):
+    for name, archive, dashboard in PLAIN_CONTENDERS:
         with services(work / name, nodes, cpus, cpus * 1024) as svc:
-            out[name] = plain_dask_run(svc, work / name / "run", home, jobs, models, seconds, archive)
+            out[name] = plain_dask_run(svc, work / name / "run", home, jobs, models, seconds, archive, dashboard)
     for window in (None, *windows):
         contender = "pdrflow" if window is None else f"pdrflow_window_{window}"
         with services(work / contender, nodes, cpus, cpus * 1024) as svc:
@@ -579,7 +589,7 @@ def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: f
                           "cpu_s_by_process_kind": cpu_by_kind,
                           **model_durations(attempts),
                           **overhead_figures(pdrflow_intervals(attempts), models, jobs, seconds, result["wall_s"])}
-        for name in ("plain_dask", "plain_dask_with_sftp"):
+        for name, _, _ in PLAIN_CONTENDERS:
             if "overhead_s_per_model" in out[name]:
                 plain, ours = out[name]["overhead_s_per_model"], out[contender]["overhead_s_per_model"]
                 out[f"ratio_{contender}_to_{name}"] = {k: round(ours[k] / plain[k], 2) if plain[k] > 0 else None
@@ -662,15 +672,16 @@ def machine_cpu_s() -> float:
 
 
 def plain_dask_run(svc: Services, run: Path, home: Path, jobs: int, models: int, seconds: float,
-                   archive: bool) -> dict[str, Any]:
+                   archive: bool, worker_dashboard: bool = True) -> dict[str, Any]:
     """``client.map`` of the null models on SLURMCluster worker jobs like pdrflow's, in a child process; with
-    ``archive`` each task also puts its outputs over SFTP to the box's sshd."""
+    ``archive`` each task also puts its outputs over SFTP to the box's sshd. ``worker_dashboard``: dask-jobqueue's
+    default (each worker a Bokeh dashboard); False: ``--no-dashboard``, as pdrflow's workers start."""
     run.mkdir(parents=True)
     spec: dict[str, Any] = {
         "cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00", "interface": svc.box.interface,
         "local_directory": str(run / "worker-space"), "log_directory": str(run / "worker-logs"),
         "credentials": str(run), "jobs": jobs, "models": models, "home": str(home),
-        "scratch": str(svc.box.scratch), "species": list(NULL_SPECIES)}
+        "scratch": str(svc.box.scratch), "species": list(NULL_SPECIES), "worker_dashboard": worker_dashboard}
     if archive:
         (run / "archive").mkdir()
         spec["archive"] = {"host": svc.sshd.host, "port": svc.sshd.port, "username": "root",
