@@ -38,9 +38,11 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name: (full arguments,
     "report": (["bench_report.py"], ["bench_report.py", "--densities", "2", "--fuv", "2", "--repeat", "1"]),
     "export": (["bench_export.py"], ["bench_export.py", "--densities", "10", "--fuv", "10"]),  # quick: ~1 min
     "scale": (["bench_scale.py"], ["bench_scale.py", "--quick"]),  # root, SLURM, PostgreSQL, sshd; full: ~20 min
+    "task_cpu": (["bench_task_cpu.py"], ["bench_task_cpu.py", "--models", "10", "--repeat", "1"]),  # root: sshd
 }
-# Run only when named in --only: long, and it needs root (the cluster box's network namespaces).
-OPT_IN = {"scale"}
+# Run only when named in --only: they need root (the cluster box's network namespaces; an sshd of their own),
+# and scale is long.
+OPT_IN = {"scale", "task_cpu"}
 
 
 def _read(path: str) -> str:
