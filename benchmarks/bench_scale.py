@@ -14,6 +14,7 @@ shipped connection budgets (``database.max_connections``, ``storage.max_connecti
    ``cores: 1``, ``min_jobs = max_jobs = 30``) running 60 models of 5 s (the issue's were 40 s).
 2. ``wide`` - 64 workers: 8 nodes x one worker job each of ``processes: 8, cores: 8``, 128 models of 1.5 s;
    models/s, the driver process's CPU (the scheduler runs in it) and RSS, the nodes' memory per worker.
+   ``--wide-processes 16``: 128 workers and 256 models (stopped if the machine runs low on memory).
 3. ``overhead`` - per-model overhead against plain Dask futures: 16 one-core worker jobs (4 nodes x 4
    CPUs) started by dask-jobqueue's SLURMCluster with the same settings (TLS, lifetime, adapt) running
    ``client.map`` of the same null executables in fresh scratch directories (no ledger, no archive), the
@@ -78,6 +79,9 @@ from services.sshd import Sshd, established_connections
 
 SERVER_MAX_CONNECTIONS = 20  # the issue's PostgreSQL
 POLL = 0.2  # seconds between samples of the servers' connections and the driver's memory
+# A run is stopped (SIGINT to the driver, which cancels its worker jobs) once the machine's available memory falls
+# below this: the wide scenario with 16 processes a node (128 workers) comes close to this machine's 23.5 GB.
+MEMORY_FLOOR_GB = 1.5
 FILES_PER_MODEL = 9 + 7 * len(NULL_SPECIES)
 
 
@@ -177,6 +181,7 @@ class Sampler(threading.Thread):
                                       "min_available_gb": None}
         self.driver_cpu_s: float | None = None  # the driver process alone (scheduler included), last sample
         self.done = threading.Event()
+        self.low_memory = threading.Event()  # the machine's available memory fell below MEMORY_FLOOR_GB
 
     def _driver(self) -> None:
         import psutil
@@ -225,6 +230,8 @@ class Sampler(threading.Thread):
                 available = round(psutil.virtual_memory().available / 2**30, 2)
                 low = self.peaks["min_available_gb"]
                 self.peaks["min_available_gb"] = available if low is None else min(low, available)
+                if available < MEMORY_FLOOR_GB:
+                    self.low_memory.set()
                 if self.node_every and time.monotonic() - last_nodes >= self.node_every:
                     self._nodes()
                     last_nodes = time.monotonic()
@@ -250,7 +257,7 @@ def run_measured(argv: list[str], env: dict[str, str], cwd: Path, output: Path, 
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
-            if time.monotonic() - started > timeout and not timed_out:
+            if (time.monotonic() - started > timeout or sampler.low_memory.is_set()) and not timed_out:
                 timed_out = True
                 os.killpg(process.pid, signal.SIGINT)  # the session it leads: the driver cleans up its jobs
                 timeout += 60
@@ -261,7 +268,8 @@ def run_measured(argv: list[str], env: dict[str, str], cwd: Path, output: Path, 
         sampler.done.set()
         sampler.join(timeout=30)
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait again
-    return {"exit_code": process.returncode, "timed_out": timed_out, "wall_s": round(time.monotonic() - started, 2),
+    return {"exit_code": process.returncode, "timed_out": timed_out and not sampler.low_memory.is_set(),
+            "stopped_for_low_memory": sampler.low_memory.is_set(), "wall_s": round(time.monotonic() - started, 2),
             "cpu_s_with_children": round(usage.ru_utime + usage.ru_stime, 2),
             "driver_cpu_s": round(sampler.driver_cpu_s, 2) if sampler.driver_cpu_s is not None else None,
             "max_rss_mb_one_process": round(usage.ru_maxrss / 1024, 1)}
@@ -544,8 +552,8 @@ def scenario_wide(work: Path, nodes: int, processes: int, models: int, seconds: 
             "models_per_s_span": figures["models_per_s_span"], "span_s": figures["span_s"],
             "workers_seen": figures["workers_seen"],
             "node_rss_mb_per_worker": round(node_rss / workers, 1) if workers else None,
-            # 128 workers are not run: their nodes' memory alone, at this RSS a worker (nanny + worker process),
-            # against this machine's
+            # their nodes' memory alone for 128 workers, at this RSS a worker (nanny + worker process), against this
+            # machine's (``--wide-processes 16`` runs 128)
             "estimate_node_rss_gb_for_128_workers": round(node_rss / workers * 128 / 1024, 1) if workers else None,
             "machine_memory_gb": round(_memory_total() / 2**30, 1)}
 
@@ -806,6 +814,10 @@ def main() -> None:
                         metavar="HH:MM:SS,MODELS,SECONDS",
                         help="the walltime scenario's job walltime, number of models and model seconds "
                              "(default %(default)s; a longer walltime weighs each job's start-up less)")
+    parser.add_argument("--wide-processes", type=int, default=8, metavar="N",
+                        help="the wide scenario's worker processes a node, 8 nodes (default 8: 64 workers; 16: 128 "
+                             "workers and twice the models); stopped if available memory falls below "
+                             f"{MEMORY_FLOOR_GB} GB")
     parser.add_argument("--overhead-windows", default="", metavar="N[,N...]",
                         help="the overhead scenario also runs pdrflow with each of these run.max_in_flight")
     parser.add_argument("--child-dask", metavar="SPEC", help=argparse.SUPPRESS)
@@ -827,7 +839,8 @@ def main() -> None:
     runs = {
         "measured": lambda w: scenario_measured(w, 2, 2, 4, 8, 1.0) if quick else
         scenario_measured(w, 3, 10, 30, 60, 5.0),
-        "wide": lambda w: scenario_wide(w, 2, 2, 8, 1.0) if quick else scenario_wide(w, 8, 8, 128, 1.5),
+        "wide": lambda w: scenario_wide(w, 2, 2, 8, 1.0) if quick else
+        scenario_wide(w, 8, args.wide_processes, 16 * args.wide_processes, 1.5),
         "overhead": lambda w: scenario_overhead(w, 2, 2, 8, 1.0, windows) if quick else
         scenario_overhead(w, 4, 4, 160, 2.0, windows),
         "walltime": lambda w: scenario_walltime(w, 2, 30, 3.0, "00:01:00") if quick else

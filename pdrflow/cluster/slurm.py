@@ -66,14 +66,14 @@ class SlurmClusterConfig(ClusterSection):
     min_jobs: int = Field(ge=0, description="worker jobs adaptive scaling keeps at least")
     max_jobs: int = Field(ge=1, description="worker jobs at most at once")
     submit_interval: float = Field(ge=0, description="seconds at least between two sbatch calls of one driver")
-    # 0: each archival runs on the compute node that holds the model's outputs; N: on N worker processes
-    # on the driver's host (login or transfer node), for compute nodes that cannot reach the archive.
-    # also 0 when built in Python without it
     # Off: each worker's Bokeh dashboard would listen on every interface of its compute node, unauthenticated
     # (the comms are TLS, that page is plain HTTP), and cost every worker process the Bokeh import (0.4-0.65 CPU s
     # and 17 MB measured here). The scheduler's dashboard shows the workers either way.
     worker_dashboard: bool = Field(
         default=False, description="a Dask dashboard of each worker process too, on every interface of its node")
+    # 0: each archival runs on the compute node that holds the model's outputs; N: on N worker processes
+    # on the driver's host (login or transfer node), for compute nodes that cannot reach the archive.
+    # also 0 when built in Python without it
     archive_workers: int = Field(
         default=0, ge=0, le=64,
         description=(
