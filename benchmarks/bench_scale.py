@@ -491,14 +491,14 @@ def plain_dask_child(spec: dict[str, Any]) -> dict[str, Any]:
     from distributed import Client, as_completed
     from distributed.security import Security
 
-    from pdrflow.cluster.slurm import worker_lifetime
+    from pdrflow.cluster.slurm import worker_retirement
 
     started = time.time()
     cluster = SLURMCluster(
         cores=spec["cores"], memory=spec["memory"], processes=spec["processes"], walltime=spec["walltime"],
         python=sys.executable, interface=spec["interface"], local_directory=spec["local_directory"],
         log_directory=spec["log_directory"],
-        worker_extra_args=[*worker_lifetime(spec["walltime"]),
+        worker_extra_args=[*worker_retirement(spec["walltime"]).worker_args(),
                            *([] if spec["worker_dashboard"] else ["--no-dashboard"])],
         scheduler_options={"dashboard_address": "127.0.0.1:0"},
         security=Security.temporary(), protocol="tls://", shared_temp_directory=spec["credentials"])
@@ -730,7 +730,7 @@ def _jobcomp(box: ClusterBox) -> list[dict[str, Any]]:
 
 
 def scenario_walltime(work: Path, jobs: int, models: int, seconds: float, walltime: str) -> dict[str, Any]:
-    from pdrflow.cluster.slurm import worker_lifetime
+    from pdrflow.cluster.slurm import worker_retirement
 
     with services(work, jobs, 1, 2048) as svc:
         home = slow_null_home(work, write_null_home(work / "null-home"), seconds)
@@ -768,7 +768,7 @@ def scenario_walltime(work: Path, jobs: int, models: int, seconds: float, wallti
                     if a["kind"] == "model" and a["outcome"] == "ok" and ok_runs[a["job"]] > 1
                     and str(a["slurm_job"]) in ends and a is next(b for b in attempts if b["job"] == a["job"]
                                                                  and b["kind"] == "model" and b["outcome"] == "ok"))
-    lifetime = worker_lifetime(walltime)
+    lifetime = worker_retirement(walltime).worker_args()
     return {"setup": {"worker_jobs_at_once": jobs, "walltime": walltime, "worker_args": lifetime,
                       "models": models, "model_seconds": seconds,
                       "work_s_per_slot": round(models * seconds / jobs, 1),

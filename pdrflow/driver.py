@@ -159,7 +159,7 @@ class Driver:
             self._queue.append(self._first_action(job))
         try:
             with start_cluster(self.config, self.lease) as cluster:
-                cluster.client.register_plugin(WorkerResources())
+                cluster.client.register_plugin(WorkerResources(cluster.retirement_drain_seconds))
                 register_dashboard(cluster.client, self.config.database, self.config.grid.name)
                 if cluster.dashboard_link:
                     self.on_event(Event(EventKind.DASHBOARD, "-", cluster.dashboard_link))

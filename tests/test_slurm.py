@@ -10,6 +10,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from helpers import (
     write_config,
 )
 from services.slurm import Slurm, start_slurm
+from services.sshd import Sshd
+from services.tcp_proxy import TcpProxy
+from test_fault_matrix import sftp_storage
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -335,6 +339,44 @@ def test_walltime_shorter_than_the_grid_retires_workers_without_cutting_models(
     # No model was started on a worker retiring within 12 s: none was cut short.
     assert ledger_rows(db, "select count(*) from attempts where kind='model' and outcome != 'ok'") == [(0,)]
     assert verify(path)["returncode"] == 0
+
+
+def test_a_retiring_worker_archives_the_outputs_it_holds_before_it_leaves(
+    tmp_path: Path, null_home: Path, slurm: Slurm, sshd: Sshd
+) -> None:
+    """One worker job at a time with a 1-minute walltime, models of 8 s, and archivals slowed to about 10 s
+    by a 150 kB/s link: the last model a worker takes ends a few seconds before it stops taking models, so
+    its archival is still uploading then. The worker stays until that archival is done, instead of leaving
+    with it (the archival cut, sent to the next worker, or the model computed again on node-local scratch)."""
+    home = slow_null_home(tmp_path, null_home, 8, pad_bytes=1_500_000)
+    (tmp_path / "home").mkdir()
+    ssh_env = {"HOME": str(tmp_path / "home"), "SSH_AUTH_SOCK": "", "SLURM_CONF": str(slurm.conf)}
+    with TcpProxy(sshd.port) as proxy:
+        proxy.bandwidth = 150_000
+        known = sshd.write_known_hosts(tmp_path / "known_hosts", proxy.port)
+        document = _slurm_config(tmp_path, home, walltime="00:01:00", max_jobs=1)
+        document["storage"] = sftp_storage(sshd, known, tmp_path / "archive", port=proxy.port, operation_timeout=60)
+        document["run"]["expected_model_seconds"] = 8.5  # the model alone: its archival may run in the drain
+        config = write_config(tmp_path / "run.yaml", document)
+        done = cli("run", str(config), env=ssh_env, timeout=400)
+        assert done.returncode == 0, done.stdout + done.stderr
+        proxy.bandwidth = None
+        summary = assert_consistent(config, env=ssh_env, models=4)
+    db = tmp_path / "ledger.sqlite"
+    rows = ledger_rows(db, "select worker, kind, started_at, ended_at from attempts")  # a worker per SLURM job
+    first_model = {}
+    for worker, kind, started, _ in sorted(rows, key=lambda row: str(row[2])):
+        if kind == "model":
+            first_model.setdefault(worker, datetime.fromisoformat(str(started)))
+    assert len(first_model) >= 2  # the first worker job retired and another took over
+    # A worker stops taking models 30 s +- 3 s after its process started, which was before its first model:
+    # an archival that ended later than 33 s after that ran in its worker's drain, the case this test is about.
+    drained = [worker for worker, kind, _, ended in rows if kind == "archive"
+               and datetime.fromisoformat(str(ended)) - first_model[worker] > timedelta(seconds=33)]
+    assert drained, rows
+    assert ledger_rows(db, "select outcome, error from attempts where outcome != 'ok'") == []
+    assert set(summary["model_runs"].values()) == {1}
+    assert set(summary["archive_attempts"].values()) == {1}, summary  # none cut by its worker's retirement
 
 
 @pytest.mark.timeout(420)

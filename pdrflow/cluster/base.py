@@ -39,3 +39,5 @@ class ClusterHandle:
     # models never run on those, archivals only there. None: any worker runs either.
     model_resources: dict[str, float] | None = None
     archive_resources: dict[str, float] | None = None
+    # Seconds a retiring worker takes no model but still archives the outputs it holds (tasks/retirement.py)
+    retirement_drain_seconds: float = 0.0

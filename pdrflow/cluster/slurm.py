@@ -3,7 +3,8 @@
 What dask-jobqueue alone does not do, done here:
 - impossible requests (unknown partition, more memory or cores than its largest node) are refused
   before any sbatch, instead of workers that never come;
-- workers retire before the walltime (``--lifetime`` with stagger) and adaptive scaling replaces them;
+- workers retire before the walltime, once the outputs they hold are archived (``--lifetime`` with stagger
+  as the backstop), and adaptive scaling replaces them;
 - every worker job id is recorded in the ledger; jobs left by a dead driver of the same grid are
   cancelled at start; the watchdog (``squeue``, no accounting needed) drops jobs that vanished or
   were cancelled while pending, so that adapt() submits replacements.
@@ -150,12 +151,32 @@ def walltime_seconds(walltime: str) -> int:
     return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
-def worker_lifetime(walltime: str) -> list[str]:
-    """Retire workers before SLURM kills them: lifetime = walltime - max(30 s, 10 %), with stagger."""
+MAX_DRAIN_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class WorkerRetirement:
+    """When a worker job's worker retires, before SLURM kills it at the walltime.
+
+    It takes no model after ``stop_models`` (walltime - max(30 s, 10 %)); for up to ``drain`` seconds more
+    it archives the outputs it holds and retires as soon as they are (``tasks/retirement.py``). Dask's
+    ``--lifetime``, the end of both, closes it anyway, max(10 s, 1 %) before the walltime even at the top of
+    its ``stagger`` (drawn once per worker, shifting both)."""
+
+    stop_models: int
+    drain: int
+    stagger: int
+
+    def worker_args(self) -> list[str]:
+        return ["--lifetime", f"{self.stop_models + self.drain}s", "--lifetime-stagger", f"{self.stagger}s"]
+
+
+def worker_retirement(walltime: str) -> WorkerRetirement:
     seconds = walltime_seconds(walltime)
-    lifetime = max(10, seconds - max(30, seconds // 10))
+    stop_models = max(10, seconds - max(30, seconds // 10))
     stagger = max(1, min(240, seconds // 20))
-    return ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
+    drain = seconds - max(10, seconds // 100) - stagger - stop_models
+    return WorkerRetirement(stop_models, max(0, min(MAX_DRAIN_SECONDS, drain)), stagger)
 
 
 class Watchdog:
@@ -274,11 +295,12 @@ def slurm_cluster(
     # With archive workers, compute workers say so: models run only there (a job's cores bound any of its
     # processes' threads, so the amount never limits them), archivals only on the driver's host.
     model_resources = {MODEL_RESOURCE: 1.0} if config.archive_workers else None
+    retirement = worker_retirement(str(walltime))
     resources = ["--resources", f"{MODEL_RESOURCE}={int(cores)}"] if config.archive_workers else []
     try:
         cluster = SLURMCluster(
             cores=cores, memory=memory, processes=config.processes, walltime=walltime, python=sys.executable,
-            worker_extra_args=[*defaults.get("worker-extra-args", []), *worker_lifetime(str(walltime)), *resources,
+            worker_extra_args=[*defaults.get("worker-extra-args", []), *retirement.worker_args(), *resources,
                                *([] if config.worker_dashboard else ["--no-dashboard"])],
             # null: no dashboard (dask-jobqueue's own default would be every interface's :8787)
             scheduler_options={"dashboard_address": config.dashboard_address} if config.dashboard_address
@@ -309,6 +331,7 @@ def slurm_cluster(
                     maintain=watchdog,
                     model_resources=model_resources,
                     archive_resources={ARCHIVE_RESOURCE: 1.0} if config.archive_workers else None,
+                    retirement_drain_seconds=retirement.drain,
                 )
         finally:
             client.close()

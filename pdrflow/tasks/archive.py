@@ -26,7 +26,7 @@ from ..errors import StorageFailed
 from ..ledger.ledger import ArchiveClaims, Ledger
 from ..storage import Storage, StorageError, StoredFile
 from ..storage.base import sha256_file
-from .resources import task_ledger, task_storage, worker_name
+from .resources import archival_given_up, task_ledger, task_storage, worker_name
 from .types import MANIFEST_FILE, ArchiveResult, Manifest, RunSettings, StagedFile
 
 log = logging.getLogger("pdrflow")
@@ -199,6 +199,15 @@ def archive_job(manifest: Manifest | tuple[int, str], settings: RunSettings) -> 
     _free_the_model_slot()
     if isinstance(manifest, tuple):
         manifest = load_manifest(*manifest)
+    try:
+        return _archive(manifest, settings, started, host)
+    except StorageFailed as exc:
+        if exc.permanent:  # the driver will not try again: the worker need not keep these for a retry
+            archival_given_up(manifest.scratch_dir)
+        raise
+
+
+def _archive(manifest: Manifest, settings: RunSettings, started: float, host: str) -> ArchiveResult:
     planned = {f.target: f.sha256 for f in manifest.files}
     with task_ledger(settings) as ledger:
         try:

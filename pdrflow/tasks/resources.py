@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL
 from ..ledger import Ledger
 from ..storage import Storage, open_storage
 from .budget import Budget, database_budget_name, leased_pool, storage_budget_name
+from .retirement import Retirement
 from .types import RunSettings
 
 PLUGIN_NAME = "pdrflow-resources"
@@ -41,18 +42,20 @@ def _worker_url(settings: RunSettings) -> URL:
 class WorkerResources(WorkerPlugin):
     name = PLUGIN_NAME
 
-    def __init__(self) -> None:
+    def __init__(self, drain_seconds: float = 0.0) -> None:
         self._lock = threading.Lock()
+        self.retirement = Retirement(drain_seconds)
         self._ledgers: dict[str, Ledger] = {}
         self._budgets: dict[str, Budget] = {}
         self._process_groups: set[int] = set()  # KOSMA-tau steps running on this worker
         self.stopping = threading.Event()  # set once the driver stopped: kills are interruptions
 
     def __getstate__(self) -> dict[str, Any]:
-        return {}  # sent to workers empty; each process opens its own connections
+        # sent to workers with no connections: each process opens its own
+        return {"drain_seconds": self.retirement.drain_seconds}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.__init__(**state)  # type: ignore[misc]
 
     def budget(self, name: str, max_leases: int | None) -> Budget:
         with self._lock:
@@ -83,9 +86,7 @@ class WorkerResources(WorkerPlugin):
                 storage.close()
 
     def setup(self, worker: Any) -> None:
-        # When the worker retires (--lifetime, before the batch job's walltime), if it ever does.
-        lifetime = getattr(worker, "lifetime", None)
-        self.deadline = _started(worker) + float(lifetime) if lifetime else None
+        self.retirement.start(worker, _started(worker))
         self._kill_models_on_sigterm()
 
     def _kill_models_on_sigterm(self) -> None:
@@ -105,10 +106,6 @@ class WorkerResources(WorkerPlugin):
                 os.kill(os.getpid(), signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, on_sigterm)
-
-    def remaining_seconds(self) -> float | None:
-        deadline = getattr(self, "deadline", None)
-        return None if deadline is None else deadline - time.monotonic()
 
     def track(self, pgid: int) -> None:
         with self._lock:
@@ -186,9 +183,33 @@ def _started(worker: Any) -> float:
 
 
 def remaining_lifetime() -> float | None:
-    """Seconds until this worker retires, or None (no lifetime, or not in a worker)."""
+    """Seconds until this worker stops taking models (it retires then, or once its outputs are archived),
+    or None (no lifetime, or not in a worker)."""
     plugin = _plugin()
-    return plugin.remaining_seconds() if plugin is not None else None
+    return plugin.retirement.seconds_to_stop() if plugin is not None else None
+
+
+@contextmanager
+def model_in_progress() -> Iterator[list[str]]:
+    """Around a model run: the worker does not retire while it runs, nor while the staged outputs the
+    caller appends to the yielded list wait for their archival (node-local scratch)."""
+    plugin = _plugin()
+    staged: list[str] = []
+    if plugin is None:
+        yield staged
+        return
+    plugin.retirement.model_started()
+    try:
+        yield staged
+    finally:
+        plugin.retirement.model_ended(staged[0] if staged else None)
+
+
+def archival_given_up(staged_dir: str) -> None:
+    """No retry will archive these outputs: the worker need not wait for them before it retires."""
+    plugin = _plugin()
+    if plugin is not None:
+        plugin.retirement.given_up(staged_dir)
 
 
 def worker_name() -> str | None:

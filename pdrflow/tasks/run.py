@@ -32,7 +32,7 @@ from ..errors import ModelFailed
 from ..kosma import layout
 from ..kosma.inputs import CHEM_RATES_LINK, render_inputs
 from ..storage.base import sha256_file
-from .resources import remaining_lifetime, task_ledger, tracked_process_group, worker_name
+from .resources import model_in_progress, remaining_lifetime, task_ledger, tracked_process_group, worker_name
 from .types import MANIFEST_FILE, Manifest, ModelJob, RunSettings, StagedFile
 
 SCRATCH_MARKER = ".pdrflow-scratch.json"  # in each scratch dir: grid, job id, model name
@@ -279,10 +279,19 @@ def _staged_manifest(staged_dir: str) -> Manifest:
 def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
     """The Dask task. Raises ModelFailed (job ``failed_model``) when a step fails."""
     remaining = remaining_lifetime()
-    if job.needs_seconds is not None and remaining is not None and remaining < job.needs_seconds:
-        # This worker retires before the model could finish: let the scheduler place it elsewhere.
-        time.sleep(min(2.0, max(0.0, remaining)))  # no hot loop while this worker is the only one
+    if remaining is not None and (remaining <= 0 or (job.needs_seconds is not None and remaining < job.needs_seconds)):
+        # This worker retires before the model could finish (or only archives now, before it retires):
+        # let the scheduler place the model elsewhere.
+        time.sleep(min(2.0, remaining) if remaining > 0 else 2.0)  # no hot loop while this worker is the only one
         raise Reschedule()
+    with model_in_progress() as staged:
+        manifest = _run_model(job, settings)
+        if settings.staging_root is None:  # node-local: the worker must not retire before they are archived
+            staged.append(manifest.scratch_dir)
+        return manifest
+
+
+def _run_model(job: ModelJob, settings: RunSettings) -> Manifest:
     host = socket.gethostname()
     inst = settings.installation
     exit_codes: dict[str, Any] = {}
