@@ -66,7 +66,8 @@ class Retirement:
         """A model ended here; ``staged_dir``: its outputs, in node-local scratch, waiting for their archival."""
         with self._lock:
             self._models_running -= 1
-            if staged_dir is not None:
+            # kept only where the retirement check prunes them; elsewhere the set would grow with the grid
+            if staged_dir is not None and self._stop_models_at is not None and self.drain_seconds > 0:
                 self._staged.add(staged_dir)
 
     def given_up(self, staged_dir: str) -> None:
