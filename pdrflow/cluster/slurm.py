@@ -274,6 +274,9 @@ def slurm_cluster(
                           "dask's jobqueue.slurm config (~/.config/dask/jobqueue.yaml)")
     check_request(config, int(cores), str(memory))  # before any sbatch
     prologue = list(config.job_script_prologue or defaults.get("job-script-prologue") or [])
+    # pdrflow's own worker-side messages (a retirement, a retried upload) go to the job's log file, next to
+    # distributed's and in its format; dask reads this into its logging config when the worker starts.
+    prologue.append("export DASK_LOGGING__PDRFLOW=info")
     if dask.config.get("distributed.worker.profile.enabled", True) is False:
         # Worker jobs read their own dask config: pass on the driver's decision (see cli.worker_safety_config).
         prologue.append("export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False")

@@ -85,6 +85,9 @@ class _LeasedNullPool(NullPool):
     connect or an invalidated connection goes back through the same two methods."""
 
     budget: ClassVar[Budget]
+    # SQLAlchemy names a pool's logger after its class; keep its records ("Pool recreating", invalidations)
+    # under sqlalchemy's name, where a user's logging settings for SQLAlchemy apply, not under pdrflow's.
+    _sqla_logger_namespace: ClassVar[str] = "sqlalchemy.pool.impl.NullPool"
 
     def _do_get(self) -> ConnectionPoolEntry:
         self.budget.acquire()

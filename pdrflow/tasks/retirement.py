@@ -40,6 +40,7 @@ class Retirement:
         self._models_running = 0
         self._staged: set[str] = set()  # scratch dirs of this worker's outputs not yet archived
         self._closing: asyncio.Future[Any] | None = None  # kept: the event loop holds tasks only weakly
+        self._stop_announced = False
 
     def start(self, worker: Any, lifetime_started: float) -> None:
         """``lifetime_started``: when Dask's lifetime timer began (monotonic); ``worker.lifetime`` is its
@@ -75,16 +76,23 @@ class Retirement:
         with self._lock:
             self._staged.discard(staged_dir)
 
-    def drained(self) -> bool:
-        """No model running here and every staged output of this worker archived (its scratch dir gone,
-        by the archival here or on another worker of this node)."""
+    def _holding(self) -> tuple[int, int]:
+        """(models running here, staged outputs not yet archived): the worker is drained at (0, 0). A staged
+        output is archived once its scratch dir is gone, by the archival here or on another worker of this node."""
         with self._lock:
             self._staged = {d for d in self._staged if (Path(d) / MANIFEST_FILE).is_file()}
-            return self._models_running == 0 and not self._staged
+            return self._models_running, len(self._staged)
 
     def _close_when_drained(self, worker: Any) -> None:
         remaining = self.seconds_to_stop()
-        if self._closing is not None or remaining is None or remaining > 0 or not self.drained():
+        if self._closing is not None or remaining is None or remaining > 0:
+            return
+        running, waiting = self._holding()
+        if not self._stop_announced:
+            self._stop_announced = True
+            log.info("worker %s stopped taking models; it leaves once %d running model(s) end and %d staged "
+                     "output(s) are archived", worker.address, running, waiting)
+        if running or waiting:
             return
         log.info("worker %s retires: its lifetime is up and its outputs are archived", worker.address)
         self._closing = asyncio.ensure_future(worker.close_gracefully(reason="pdrflow: lifetime reached, outputs archived"))
