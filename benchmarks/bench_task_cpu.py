@@ -22,8 +22,10 @@ sent, per model. Needs PostgreSQL and sshd (``tests/services``).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import resource
 import shutil
 import statistics
@@ -81,7 +83,8 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def pdrflow_per_model(run: Path, home: Path, models: int, database: dict[str, Any], sftp: dict[str, Any]) -> float:
+def pdrflow_per_model(run: Path, home: Path, models: int, database: dict[str, Any], sftp: dict[str, Any],
+                      profile: bool = False) -> float:
     import pdrflow.tasks.resources as resources
     from pdrflow.config.loading import load_config
     from pdrflow.ledger import Ledger
@@ -106,10 +109,17 @@ def pdrflow_per_model(run: Path, home: Path, models: int, database: dict[str, An
     resources._plugin = lambda: worker
     try:
         COUNTS.take()
+        profiler = cProfile.Profile() if profile else None
         started = cpu_seconds()
+        if profiler is not None:
+            profiler.enable()
         for job in jobs:
             archive_job(run_model(ModelJob(job.id, plan.specs[job.model_hash]), plan.settings), plan.settings)
-        return (cpu_seconds() - started) / models
+        spent = (cpu_seconds() - started) / models
+        if profiler is not None:
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(40)
+        return spent
     finally:
         resources._plugin = previous
         worker.teardown(None)
@@ -137,6 +147,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--profile", action="store_true", help="cProfile pdrflow's tasks (to stderr; its CPU counts too)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pdrflow-bench-task-cpu-"))
     os.environ.update({"PDRFLOW_DB_PASSWORD": APP_PASSWORD, "SSH_AUTH_SOCK": ""})
@@ -162,7 +173,7 @@ def main() -> None:
             database = {"url": postgres.url} if postgres is not None else {}
             sftp = {"kind": "sftp", "host": "127.0.0.1", "port": sshd.port, "username": "root",
                     "root": str(run / "archive"), "key_filename": str(sshd.client_key), "known_hosts": str(known_hosts)}
-            sample("pdrflow", pdrflow_per_model(run, home, args.models, database, sftp), args.models)
+            sample("pdrflow", pdrflow_per_model(run, home, args.models, database, sftp, args.profile), args.models)
             sample("plain", plain_per_model(work / f"plain{repeat}", home, args.models, None), args.models)
             archive = {"root": str(work / f"plain-archive{repeat}"), "host": "127.0.0.1", "port": sshd.port,
                        "username": "root", "key_filename": str(sshd.client_key), "known_hosts": str(known_hosts)}
