@@ -11,7 +11,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +68,13 @@ def _wait(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "cond
 
 
 def _stopped_taking_models(log_directory: Path) -> dict[str, datetime]:
-    """Each worker's moment (UTC, as the ledger's times) of taking no more models, from the pdrflow line its
-    SLURM job logged then (in distributed's log format, local time)."""
-    pattern = re.compile(r"^(\S+ \S+) - pdrflow\.tasks\.retirement - INFO - worker (\S+) stopped taking models")
+    """Each worker's moment (UTC, as the ledger's times) of taking no more models, from the line its SLURM
+    job's log has from pdrflow then."""
+    pattern = re.compile(r" - pdrflow\.tasks\.retirement - INFO - worker (\S+) stopped taking models at (\S+ \S+) UTC;")
     stopped = {}
     for log in log_directory.glob("*.err"):
-        for match in filter(None, map(pattern.match, log.read_text().splitlines())):
-            local = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f")
-            stopped[match[2]] = local.astimezone(UTC).replace(tzinfo=None)
+        for match in filter(None, map(pattern.search, log.read_text().splitlines())):
+            stopped[match[1]] = datetime.fromisoformat(match[2])
     return stopped
 
 
@@ -357,11 +356,11 @@ def test_walltime_shorter_than_the_grid_retires_workers_without_cutting_models(
 def test_a_retiring_worker_archives_the_outputs_it_holds_before_it_leaves(
     tmp_path: Path, null_home: Path, slurm: Slurm, sshd: Sshd
 ) -> None:
-    """One worker job at a time with a 1-minute walltime, models of 8 s, and archivals slowed to about 10 s
+    """One worker job at a time with a 1-minute walltime, models of 8 s, and archivals slowed to about 12 s
     by a 150 kB/s link: the last model a worker takes ends a few seconds before it stops taking models, so
     its archival is still uploading then. The worker stays until that archival is done, instead of leaving
     with it (the archival cut, sent to the next worker, or the model computed again on node-local scratch)."""
-    home = slow_null_home(tmp_path, null_home, 8, pad_bytes=1_500_000)
+    home = slow_null_home(tmp_path, null_home, 8, pad_bytes=1_750_000)
     (tmp_path / "home").mkdir()
     ssh_env = {"HOME": str(tmp_path / "home"), "SSH_AUTH_SOCK": "", "SLURM_CONF": str(slurm.conf)}
     with TcpProxy(sshd.port) as proxy:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,10 @@ class Retirement:
         running, waiting = self._holding()
         if not self._stop_announced:
             self._stop_announced = True
-            log.info("worker %s stopped taking models; it leaves once %d running model(s) end and %d staged "
-                     "output(s) are archived", worker.address, running, waiting)
+            stopped_at = datetime.now(UTC) + timedelta(seconds=remaining)  # this check runs up to a second later
+            log.info("worker %s stopped taking models at %s UTC; it leaves once %d running model(s) end and %d "
+                     "staged output(s) are archived", worker.address, stopped_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                     running, waiting)
         if running or waiting:
             return
         log.info("worker %s retires: its lifetime is up and its outputs are archived", worker.address)
