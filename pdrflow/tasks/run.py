@@ -36,9 +36,6 @@ from .resources import model_in_progress, remaining_lifetime, task_ledger, track
 from .types import MANIFEST_FILE, Manifest, ModelJob, RunSettings, StagedFile
 
 SCRATCH_MARKER = ".pdrflow-scratch.json"  # in each scratch dir: grid, job id, model name
-# How long a retiring worker holds a model it refuses before handing it back: no hot loop while it is the
-# only worker, yet short, since the driver sends no model ahead and a worker freed meanwhile waits for this one.
-REFUSED_MODEL_HOLD_SECONDS = 0.25
 
 
 class _StepFailed(Exception):
@@ -285,7 +282,7 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
     if remaining is not None and (remaining <= 0 or (job.needs_seconds is not None and remaining < job.needs_seconds)):
         # This worker retires before the model could finish (or only archives now, before it retires):
         # let the scheduler place the model elsewhere.
-        time.sleep(REFUSED_MODEL_HOLD_SECONDS)
+        time.sleep(min(2.0, remaining) if remaining > 0 else 2.0)  # no hot loop while this worker is the only one
         raise Reschedule()
     with model_in_progress() as staged:
         manifest = _run_model(job, settings)
