@@ -18,8 +18,8 @@ shipped connection budgets (``database.max_connections``, ``storage.max_connecti
 3. ``overhead`` - per-model overhead against plain Dask futures: 16 one-core worker jobs (4 nodes x 4
    CPUs) started by dask-jobqueue's SLURMCluster with the same settings (TLS, lifetime, adapt) running
    ``client.map`` of the same null executables in fresh scratch directories (no ledger, no archive), the
-   same with ``--no-dashboard`` and no nanny as pdrflow starts its one-process workers (dask-jobqueue's
-   defaults give each worker a Bokeh dashboard and a nanny process), the same with each task putting its outputs over SFTP (paramiko, what a hand-written script would do; no
+   same with ``--no-dashboard`` as pdrflow starts its workers (dask-jobqueue's default gives each worker a
+   Bokeh dashboard), the same with each task putting its outputs over SFTP (paramiko, what a hand-written script would do; no
    ledger, no checks), against ``pdrflow run`` on an identical box. Also the machine's CPU seconds per
    model (every process): on the box all nodes share 2 cores, so that bounds the models per second; and
    those seconds by kind of process (driver, Dask workers, sshd, PostgreSQL, SLURM; ``ProcessCpu``).
@@ -499,8 +499,7 @@ def plain_dask_child(spec: dict[str, Any]) -> dict[str, Any]:
         python=sys.executable, interface=spec["interface"], local_directory=spec["local_directory"],
         log_directory=spec["log_directory"],
         worker_extra_args=[*worker_retirement(spec["walltime"]).worker_args(),
-                           *(["--no-dashboard"] if spec["like_pdrflow"] else [])],
-        nanny=not spec["like_pdrflow"],  # pdrflow's one-process jobs run their worker without one
+                           *([] if spec["worker_dashboard"] else ["--no-dashboard"])],
         scheduler_options={"dashboard_address": "127.0.0.1:0"},
         security=Security.temporary(), protocol="tls://", shared_temp_directory=spec["credentials"])
     try:
@@ -559,11 +558,10 @@ def scenario_wide(work: Path, nodes: int, processes: int, models: int, seconds: 
             "machine_memory_gb": round(_memory_total() / 2**30, 1)}
 
 
-# (name, SFTP put of every output, workers started like pdrflow's): dask-jobqueue's defaults as a script would
-# use them, and plain Dask started as pdrflow starts its one-process workers (no dashboard of each worker's own,
-# no nanny).
-PLAIN_CONTENDERS = (("plain_dask", False, False), ("plain_dask_like_pdrflow_workers", False, True),
-                    ("plain_dask_with_sftp", True, False))
+# (name, SFTP put of every output, worker dashboards): dask-jobqueue's defaults as a script would use them,
+# and plain Dask started as pdrflow starts its workers (no dashboard of each worker's own).
+PLAIN_CONTENDERS = (("plain_dask", False, True), ("plain_dask_no_worker_dashboard", False, False),
+                    ("plain_dask_with_sftp", True, True))
 
 
 def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: float,
@@ -574,13 +572,13 @@ def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: f
     out: dict[str, Any] = {"setup": {"nodes": nodes, "cpus_per_node": cpus, "worker_jobs": jobs,
                                      "processes_per_job": 1, "cores_per_job": 1, "worker_slots": jobs,
                                      "models": models, "model_seconds": seconds,
-                                     "order": "plain Dask, plain Dask without worker dashboards or nannies, plain Dask "
+                                     "order": "plain Dask, plain Dask without worker dashboards, plain Dask "
                                               "with an SFTP put of every output, then pdrflow, each on a fresh "
                                               "box"}}
     home = slow_null_home(work, write_null_home(work / "null-home"), seconds)
-    for name, archive, like_pdrflow in PLAIN_CONTENDERS:
+    for name, archive, dashboard in PLAIN_CONTENDERS:
         with services(work / name, nodes, cpus, cpus * 1024) as svc:
-            out[name] = plain_dask_run(svc, work / name / "run", home, jobs, models, seconds, archive, like_pdrflow)
+            out[name] = plain_dask_run(svc, work / name / "run", home, jobs, models, seconds, archive, dashboard)
     for window in (None, *windows):
         contender = "pdrflow" if window is None else f"pdrflow_window_{window}"
         with services(work / contender, nodes, cpus, cpus * 1024) as svc:
@@ -682,17 +680,16 @@ def machine_cpu_s() -> float:
 
 
 def plain_dask_run(svc: Services, run: Path, home: Path, jobs: int, models: int, seconds: float,
-                   archive: bool, like_pdrflow: bool = False) -> dict[str, Any]:
+                   archive: bool, worker_dashboard: bool = True) -> dict[str, Any]:
     """``client.map`` of the null models on SLURMCluster worker jobs like pdrflow's, in a child process; with
-    ``archive`` each task also puts its outputs over SFTP to the box's sshd. ``like_pdrflow``: False, dask-jobqueue's
-    defaults (each worker a Bokeh dashboard and a nanny); True: ``--no-dashboard`` and no nanny, as pdrflow
-    starts its one-process workers."""
+    ``archive`` each task also puts its outputs over SFTP to the box's sshd. ``worker_dashboard``: dask-jobqueue's
+    default (each worker a Bokeh dashboard); False: ``--no-dashboard``, as pdrflow's workers start."""
     run.mkdir(parents=True)
     spec: dict[str, Any] = {
         "cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00", "interface": svc.box.interface,
         "local_directory": str(run / "worker-space"), "log_directory": str(run / "worker-logs"),
         "credentials": str(run), "jobs": jobs, "models": models, "home": str(home),
-        "scratch": str(svc.box.scratch), "species": list(NULL_SPECIES), "like_pdrflow": like_pdrflow}
+        "scratch": str(svc.box.scratch), "species": list(NULL_SPECIES), "worker_dashboard": worker_dashboard}
     if archive:
         (run / "archive").mkdir()
         spec["archive"] = {"host": svc.sshd.host, "port": svc.sshd.port, "username": "root",

@@ -347,7 +347,7 @@ def test_slurm_cluster_refuses_another_user(
                  driver)
         jobs = {row[0] for row in ledger_rows(db, "select external_id from worker_jobs")}
         targets = listening(run_processes(driver.pid, jobs))
-        assert len(targets) >= 6, targets  # scheduler, dashboard; per job a worker and its http (no nanny: one process)
+        assert len(targets) >= 6, targets  # scheduler, dashboard; per job a nanny, a worker and its http
         if security == "tls":
             assert [p for p in tmp_path.glob(".pdrflow-tls-*")], "the worker jobs' credentials directory"
             (credentials,) = tmp_path.glob(".pdrflow-tls-*")

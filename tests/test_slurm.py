@@ -82,17 +82,10 @@ def _active(slurm: Slurm) -> list[tuple[str, str, str]]:
     return [job for job in slurm.jobs() if job[2] in ("PENDING", "RUNNING", "CONFIGURING")]
 
 
-@pytest.mark.parametrize(("processes", "nannies"), [(1, False), (2, True)], ids=["one-process-jobs", "two-process-jobs"])
-def test_grid_on_slurm_workers_is_archived_and_leaves_no_jobs(
-    tmp_path: Path, null_home: Path, slurm: Slurm, processes: int, nannies: bool
-) -> None:
-    config = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, null_home, processes=processes,
-                                                                cores=processes))
+def test_grid_on_slurm_workers_is_archived_and_leaves_no_jobs(tmp_path: Path, null_home: Path, slurm: Slurm) -> None:
+    config = write_config(tmp_path / "run.yaml", _slurm_config(tmp_path, null_home))
     done = cli("run", str(config), env={"SLURM_CONF": str(slurm.conf)})
     assert done.returncode == 0, done.stdout + done.stderr
-    # A job of one worker process runs it alone; dask starts several only under nannies.
-    logs = [log.read_text() for log in (tmp_path / "worker-logs").glob("*.err")]
-    assert logs and all(("distributed.nanny" in text) is nannies for text in logs), logs
     assert "Dask dashboard: http://" in done.stdout
     assert "from your laptop: ssh -N -L " in done.stdout  # the tunnel line on a cluster
     assert status(config)["counts"] == {"archived": 4}
@@ -115,10 +108,6 @@ def test_impossible_requests_are_refused_before_any_sbatch(tmp_path: Path, null_
     nowhere = write_config(tmp_path / "nowhere.yaml", _slurm_config(tmp_path / "b", null_home, queue="gpu"))
     done = cli("run", str(nowhere), env=env)
     assert done.returncode == 2 and "cluster.queue: no SLURM partition 'gpu' (partitions: debug)" in done.stderr
-    unmanaged = write_config(tmp_path / "unmanaged.yaml", _slurm_config(tmp_path / "c", null_home, processes=2,
-                                                                        cores=2, nanny=False))
-    done = cli("run", str(unmanaged), env=env)
-    assert done.returncode == 2 and "cluster.nanny: false needs cluster.processes: 1" in done.stderr, done.stderr
     assert _active(slurm) == []
 
 

@@ -72,15 +72,6 @@ class SlurmClusterConfig(ClusterSection):
     # and 17 MB measured here). The scheduler's dashboard shows the workers either way.
     worker_dashboard: bool = Field(
         default=False, description="a Dask dashboard of each worker process too, on every interface of its node")
-    # A nanny is a second Python process per worker process, which restarts a crashed worker inside its job;
-    # here a worker that dies ends its job and adaptive scaling submits another, so a one-process job runs its
-    # worker alone (a nanny's import of distributed alone costs 0.8-1 CPU s and 59 MB here). dask needs nannies
-    # for several.
-    nanny: bool | None = Field(
-        default=None,
-        description="a Dask nanny process for each worker process; null: only in jobs of several worker processes "
-                    "(dask requires one there)",
-    )
     # 0: each archival runs on the compute node that holds the model's outputs; N: on N worker processes
     # on the driver's host (login or transfer node), for compute nodes that cannot reach the archive.
     # also 0 when built in Python without it
@@ -270,7 +261,6 @@ def slurm_cluster(
 
     import_dask_jobqueue()  # before its runner module can take this process's Ctrl-C
     from dask_jobqueue import SLURMCluster
-    from distributed.deploy.utils import nprocesses_nthreads
 
     # null keys are left to dask's jobqueue.slurm config, as for any dask-jobqueue user; pdrflow
     # invents none. cores and memory have no default there: missing, they are refused before any sbatch.
@@ -308,16 +298,11 @@ def slurm_cluster(
     # With archive workers, compute workers say so: models run only there (a job's cores bound any of its
     # processes' threads, so the amount never limits them), archivals only on the driver's host.
     model_resources = {MODEL_RESOURCE: 1.0} if config.archive_workers else None
-    processes = config.processes or defaults.get("processes") or nprocesses_nthreads(int(cores))[0]
-    nanny = config.nanny if config.nanny is not None else processes > 1
-    if not nanny and processes > 1:
-        raise ConfigError(f"cluster.nanny: false needs cluster.processes: 1 (dask starts {processes} worker "
-                          "processes of a job only under nannies)")
     retirement = worker_retirement(str(walltime))
     resources = ["--resources", f"{MODEL_RESOURCE}={int(cores)}"] if config.archive_workers else []
     try:
         cluster = SLURMCluster(
-            cores=cores, memory=memory, processes=processes, nanny=nanny, walltime=walltime, python=sys.executable,
+            cores=cores, memory=memory, processes=config.processes, walltime=walltime, python=sys.executable,
             worker_extra_args=[*defaults.get("worker-extra-args", []), *retirement.worker_args(), *resources,
                                *([] if config.worker_dashboard else ["--no-dashboard"])],
             # null: no dashboard (dask-jobqueue's own default would be every interface's :8787)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -169,19 +168,13 @@ def tracked_process_group(pgid: int) -> Iterator[threading.Event]:
         plugin.untrack(pgid)
 
 
-def _is_the_worker_command() -> bool:
-    """This process is ``python -m distributed.cli.dask_worker`` (a SLURM worker job's, with no nanny)."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return getattr(spec, "name", None) == "distributed.cli.dask_worker"
-
-
 def _started(worker: Any) -> float:
     """When the worker's lifetime began, on the monotonic clock. Its retirement timer starts when the Worker is
     made, seconds before a plugin's setup on a loaded node (imports, registering): counted from setup, models
-    were started that the retirement then cut. A worker that has its process to itself (a nanny's, or the
-    ``dask worker`` command's own without one) counts from that process's start, a little earlier still (so a
-    bound on the safe side); a worker in another program's process has only setup time."""
-    if getattr(worker, "nanny", None) is None and not _is_the_worker_command():
+    were started that the retirement then cut. A worker of a nanny has its process to itself, and that
+    process's start is a little earlier still (so a bound on the safe side); an in-process worker has only
+    setup time."""
+    if getattr(worker, "nanny", None) is None:
         return time.monotonic()
     import psutil  # a dependency of distributed
 
