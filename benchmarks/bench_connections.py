@@ -64,6 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from sqlalchemy import text
+    from sqlalchemy.pool import NullPool
 
     from pdrflow.config.loading import load_config
     from pdrflow.ledger import Ledger
@@ -83,7 +84,7 @@ def main() -> None:
                 "known_hosts": str(sshd.write_known_hosts(work / "known_hosts"))}
         document = base_config(work, home=None, database={"url": postgres.url}, storage=sftp)
         config = load_config(write_config(work / "run.yaml", document))
-        ledger = Ledger(config.database.sqlalchemy_url())  # NullPool: a connection per transaction, as on a worker
+        ledger = Ledger(config.database.sqlalchemy_url(), poolclass=NullPool)  # a connection a transaction, as a worker
         kept = ledger.engine.connect()
 
         def read_fresh() -> None:
