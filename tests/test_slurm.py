@@ -395,9 +395,16 @@ def test_walltime_reached_mid_model_reruns_the_model(tmp_path: Path, null_home: 
     The test above covers pdrflow's own retirement before the walltime (--lifetime);
     here the walltime is really reached: the job's limit is cut to 1 minute while it runs, as when
     a site shortens it or the lifetime estimate is wrong, so SLURM kills the worker mid-model."""
-    home = slow_null_home(tmp_path, null_home, 15)
+    home = slow_null_home(tmp_path, null_home, 2)
+    # The first model to start takes 100 s, the rest (and its rerun) 2 s. slurmctld ends the job at its next
+    # time-limit check after 1 minute (60-90 s after the start): inside that first model, never between two
+    # models (with back-to-back 15-s models a CI run's kill met a model's last milliseconds, and none was cut).
+    pdrexe = home / "pdrexe"
+    first = tmp_path / "first-model-started"
+    pdrexe.write_text(pdrexe.read_text().replace("sleep 2", f'if mkdir "{first}" 2>/dev/null; then sleep 100; '
+                                                           'else sleep 2; fi'))
     document = _slurm_config(tmp_path, home, max_jobs=1)
-    document["grid"]["fuv"] = [1.0, 10.0, 100.0]  # 6 models of 15 s on one worker: longer than the limit
+    document["grid"]["fuv"] = [1.0, 10.0, 100.0]  # 6 models on one worker
     config = write_config(tmp_path / "run.yaml", document)
     db = tmp_path / "ledger.sqlite"
     driver = start_run(config, env={"SLURM_CONF": str(slurm.conf)})
