@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -295,10 +296,15 @@ def ledger_summary(postgres: DatabaseServer) -> dict[str, Any]:
                             "SELECT job_id, kind, outcome, started_at, ended_at, worker, slurm_job_id, error "
                             "FROM attempts ORDER BY id"))]
             worker_jobs = db.execute(text("SELECT count(*) FROM worker_jobs")).scalar_one()
+            # when each job's last run task began on its worker (provenance "started", before its first ledger
+            # transaction): splits a gap between models into scheduling and the task's own start
+            task_started = {job: datetime.fromisoformat(p["started"]).timestamp()
+                            for job, p in db.execute(text("SELECT id, provenance FROM jobs")) if p and "started" in p}
     finally:
         engine.dispose()
     return {"states": states, "model_attempts_per_job": dict(sorted(Counter(runs).items())), "jobs_run": len(runs),
-            "archived_file_rows": files, "worker_jobs_recorded": worker_jobs, "attempts": attempts}
+            "archived_file_rows": files, "worker_jobs_recorded": worker_jobs, "attempts": attempts,
+            "task_started": task_started}
 
 
 def _count(paths: list[Path], *needles: str) -> int:
@@ -378,6 +384,7 @@ def pdrflow_run(svc: Services, config: Path, timeout: float, node_every: float |
     if process["exit_code"] != 0:
         result["output_tail"] = output.read_text(errors="replace")[-3000:]
     result["_attempts"] = ledger["attempts"]  # for the scenario's own figures; dropped before printing
+    result["_task_started"] = ledger["task_started"]
     return result
 
 
@@ -417,14 +424,42 @@ def pdrflow_intervals(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for a in attempts if a["kind"] in ("model", "archive") and a["start"] is not None]
 
 
-def model_durations(attempts: list[dict[str, Any]]) -> dict[str, Any]:
+def model_durations(attempts: list[dict[str, Any]], task_started: dict[int, float] | None = None) -> dict[str, Any]:
     """Medians of the successful model and archive attempts (the ledger's times, as the worker wrote them), and
     every attempt's outcome with the first few distinct errors of the others (why a model ran twice)."""
     done = [a["end"] - a["start"] for a in attempts if a["kind"] == "model" and a["outcome"] == "ok"]
     archivals = [a["end"] - a["start"] for a in attempts if a["kind"] == "archive" and a["outcome"] == "ok"]
     errors = list(dict.fromkeys(f"{a['kind']} {a['outcome']}: {(a['error'] or '')[:200]}" for a in attempts
                                 if a["outcome"] != "ok"))
+    # Where a worker idles between models: a model's end to the next model's start in the same SLURM job, and
+    # a model's end to the start of its archival (the driver's round trip is inside both).
+    between: list[float] = []
+    by_job: dict[Any, list[dict[str, Any]]] = {}
+    for a in attempts:
+        if a["kind"] == "model" and a["outcome"] == "ok" and a.get("slurm_job"):
+            by_job.setdefault(a["slurm_job"], []).append(a)
+    for mine in by_job.values():
+        mine.sort(key=lambda a: a["start"])
+        between += [b["start"] - a["end"] for a, b in itertools.pairwise(mine)]
+    model_end = {a["job"]: a["end"] for a in attempts if a["kind"] == "model" and a["outcome"] == "ok"}
+    # of those gaps: the previous model's end to this run task's start, and that start to its ledger attempt
+    to_task, task_to_attempt = [], []
+    task_started = task_started or {}
+    for mine in by_job.values():
+        for a, b in itertools.pairwise(mine):
+            if b["job"] in task_started:
+                to_task.append(task_started[b["job"]] - a["end"])
+                task_to_attempt.append(b["start"] - task_started[b["job"]])
+    to_archival = [a["start"] - model_end[a["job"]] for a in attempts
+                   if a["kind"] == "archive" and a["outcome"] == "ok" and a["job"] in model_end]
     return {"model_attempt_s_median": round(statistics.median(done), 3) if done else None,
+            "model_end_to_next_model_start_s_median": round(statistics.median(between), 3) if between else None,
+            "model_end_to_next_model_start_s_total": round(sum(between), 1),
+            "model_end_to_next_model_start_s_largest": sorted((round(g, 2) for g in between), reverse=True)[:12],
+            "model_end_to_next_task_start_s_median": round(statistics.median(to_task), 3) if to_task else None,
+            "task_start_to_model_attempt_s_median": round(statistics.median(task_to_attempt), 3)
+            if task_to_attempt else None,
+            "model_end_to_archival_start_s_median": round(statistics.median(to_archival), 3) if to_archival else None,
             "archive_attempt_s_median": round(statistics.median(archivals), 3) if archivals else None,
             "attempt_outcomes": dict(Counter(f"{a['kind']} {a['outcome']}" for a in attempts)),
             "other_attempts_errors": errors[:6]}
@@ -521,13 +556,13 @@ def scenario_measured(work: Path, nodes: int, cpus: int, jobs: int, models: int,
         home = slow_null_home(work, write_null_home(work / "null-home"), seconds)
         config = run_config(work / "run", svc, home, models=models, jobs=jobs, cores=1, processes=1)
         result = pdrflow_run(svc, config, timeout=900)
-    attempts = result.pop("_attempts")
+    attempts, task_started = result.pop("_attempts"), result.pop("_task_started")
     return {"setup": {"nodes": nodes, "cpus_per_node": cpus, "worker_jobs": jobs, "processes_per_job": 1,
                       "cores_per_job": 1, "min_jobs": jobs, "max_jobs": jobs, "models": models,
                       "model_seconds": seconds, "postgresql_max_connections": SERVER_MAX_CONNECTIONS,
                       "sshd_max_startups": "default (10:30:100)", "onion_species": len(NULL_SPECIES),
                       "files_per_model": FILES_PER_MODEL},
-            **result, **model_durations(attempts)}
+            **result, **model_durations(attempts, task_started)}
 
 
 def scenario_wide(work: Path, nodes: int, processes: int, models: int, seconds: float) -> dict[str, Any]:
@@ -539,7 +574,7 @@ def scenario_wide(work: Path, nodes: int, processes: int, models: int, seconds: 
         # run: 88 jobs submitted, none archived). A worker's patience is dask's setting, not pdrflow's.
         result = pdrflow_run(svc, config, timeout=1500, node_every=2.0,
                              env={"DASK_JOBQUEUE__SLURM__DEATH_TIMEOUT": str(WIDE_DEATH_TIMEOUT_S)})
-    attempts = result.pop("_attempts")
+    attempts, task_started = result.pop("_attempts"), result.pop("_task_started")
     workers = nodes * processes
     figures = overhead_figures(pdrflow_intervals(attempts), models, workers, seconds, result["wall_s"])
     node_rss = result["peaks_sampled"].get("nodes_rss_mb") or 0.0
@@ -547,7 +582,7 @@ def scenario_wide(work: Path, nodes: int, processes: int, models: int, seconds: 
                       "death_timeout_s": WIDE_DEATH_TIMEOUT_S,
                       "cores_per_job": processes, "workers": workers, "models": models, "model_seconds": seconds,
                       "postgresql_max_connections": SERVER_MAX_CONNECTIONS, "sshd_max_startups": "default"},
-            **result, **model_durations(attempts),
+            **result, **model_durations(attempts, task_started),
             "models_per_s_wall": round(models / result["wall_s"], 3),
             "models_per_s_span": figures["models_per_s_span"], "span_s": figures["span_s"],
             "workers_seen": figures["workers_seen"],
@@ -590,12 +625,12 @@ def scenario_overhead(work: Path, nodes: int, cpus: int, models: int, seconds: f
             result = pdrflow_run(svc, config, timeout=900)
             machine_cpu = machine_cpu_s() - cpu_before
             cpu_by_kind = per_kind.stop()
-        attempts = result.pop("_attempts")
+        attempts, task_started = result.pop("_attempts"), result.pop("_task_started")
         out[contender] = {**{k: result[k] for k in ("exit_code", "wall_s", "cpu_s_with_children", "driver_cpu_s",
                                                     "archived", "computed_once", "refusals")},
                           "machine_cpu_s_per_model": round(machine_cpu / models, 3),
                           "cpu_s_by_process_kind": cpu_by_kind,
-                          **model_durations(attempts),
+                          **model_durations(attempts, task_started),
                           **overhead_figures(pdrflow_intervals(attempts), models, jobs, seconds, result["wall_s"])}
         for name, _, _ in PLAIN_CONTENDERS:
             if "overhead_s_per_model" in out[name]:
@@ -739,7 +774,7 @@ def scenario_walltime(work: Path, jobs: int, models: int, seconds: float, wallti
         result = pdrflow_run(svc, config, timeout=1200)
         time.sleep(2)  # slurmctld writes a job's completion record once the job has ended
         records = _jobcomp(svc.box)
-    attempts = result.pop("_attempts")
+    attempts, task_started = result.pop("_attempts"), result.pop("_task_started")
     allocated = sum(r["end"] - r["start"] for r in records)
     in_models = sum(a["end"] - a["start"] for a in attempts if a["kind"] == "model" and a["end"] is not None)
     in_ok_models = sum(a["end"] - a["start"] for a in attempts if a["kind"] == "model" and a["outcome"] == "ok")
@@ -793,7 +828,7 @@ def scenario_walltime(work: Path, jobs: int, models: int, seconds: float, wallti
             "job_head_s_total": round(head, 1), "job_tail_s_total": round(tail, 1),
             "cut_model_attempts_started_s_before_job_end": cut,
             "models_computed_twice_first_run_ended_s_before_job_end": redone,
-            **model_durations(attempts)}
+            **model_durations(attempts, task_started)}
 
 
 SCENARIOS = ("measured", "wide", "overhead", "walltime")
