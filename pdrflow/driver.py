@@ -115,6 +115,7 @@ class Driver:
         self._pinned: dict[Future, list[str]] = {}  # archival futures bound to the workers holding the outputs
         self._worker_hosts: dict[str, str] = {}  # worker address -> host name, asked once per worker
         self._staged_by: dict[int, str] = {}  # job id -> the worker whose scratch holds its outputs (this run)
+        self._freed: list[str] = []  # workers whose model ended in this pass of the loop: the next models' places
         self._live_workers: tuple[float, frozenset[str]] = (float("-inf"), frozenset())  # (when seen, addresses)
         self._loop_started = 0.0
         self._durations: deque[float] = deque(maxlen=200)  # recent model runtimes, seconds
@@ -220,6 +221,7 @@ class Driver:
                     self._submit(cluster, *self._queue.popleft())
                 self._count_in_flight()
                 self.on_progress(self.outcome)
+            self._freed.clear()  # a worker freed earlier may hold another model by now
             if cluster.maintain is not None:
                 cluster.maintain()
             self._drop_archivals_on_lost_workers(cluster)
@@ -268,10 +270,15 @@ class Driver:
         if action is Action.RUN:
             self.outcome.model_runs += 1
             self._models_in_flight += 1
+            # To the worker whose model just ended, if any: it is free once that model's archival has left
+            # its thread. The scheduler's own choice can be a busy worker (a second's wait for work
+            # stealing, measured: benchmarks/bench_scale.py). Loose: anywhere, if that worker is gone.
+            place: dict[str, Any] = {"workers": [self._freed.pop()], "allow_other_workers": True} \
+                if self._freed else {}
             future = cluster.client.submit(
                 run_model, ModelJob(job_id, self.plan.specs[job.model_hash], self._expected_runtime()), settings,
                 key=f"run-{job.name}-{job_id}-{self.outcome.model_runs}", pure=False,
-                resources=cluster.model_resources,
+                resources=cluster.model_resources, **place,
             )
         else:
             staged: Manifest | tuple[int, str]
@@ -371,6 +378,8 @@ class Driver:
             self._durations.append(_duration(manifest))
             if manifest.worker is not None:
                 self._staged_by[job_id] = manifest.worker
+                if self._takes_next_model(manifest):
+                    self._freed.append(manifest.worker)
             self._submit(cluster, Action.ARCHIVE, job_id, manifest)
             return
         error = future.exception()
@@ -388,6 +397,14 @@ class Driver:
             reason = f"run lost {lost} times: {type(error).__name__}: {error}"
             self.outcome.failures[name] = reason
             self.on_event(Event(EventKind.LOST, name, reason))
+
+    def _takes_next_model(self, manifest: Manifest) -> bool:
+        """Whether the worker of this run still takes a model long enough to finish the next one, with a
+        margin for the time until it gets it (a worker refusing one sends it elsewhere in any case)."""
+        if manifest.takes_models_for is None:
+            return True
+        needed = self._expected_runtime() or 0.0
+        return manifest.takes_models_for > needed + max(10.0, 0.1 * needed)
 
     def _archive_finished(self, future: Future, job_id: int) -> None:
         name = self._jobs[job_id].name

@@ -212,6 +212,19 @@ def archival_given_up(staged_dir: str) -> None:
         plugin.retirement.given_up(staged_dir)
 
 
+def drop_worker_restrictions() -> None:
+    """Before a refused task is rescheduled: forget the worker the driver suggested for it (a loose
+    restriction), or the scheduler would send it straight back here."""
+    from distributed.utils import sync
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return
+    key = worker.get_current_task()
+    sync(worker.loop, worker.scheduler.set_restrictions, worker={key: None})
+
+
 def worker_name() -> str | None:
     try:
         return str(get_worker().address)

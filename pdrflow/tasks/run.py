@@ -32,7 +32,14 @@ from ..errors import ModelFailed
 from ..kosma import layout
 from ..kosma.inputs import CHEM_RATES_LINK, render_inputs
 from ..storage.base import sha256_file
-from .resources import model_in_progress, remaining_lifetime, task_ledger, tracked_process_group, worker_name
+from .resources import (
+    drop_worker_restrictions,
+    model_in_progress,
+    remaining_lifetime,
+    task_ledger,
+    tracked_process_group,
+    worker_name,
+)
 from .types import MANIFEST_FILE, Manifest, ModelJob, RunSettings, StagedFile
 
 SCRATCH_MARKER = ".pdrflow-scratch.json"  # in each scratch dir: grid, job id, model name
@@ -283,12 +290,13 @@ def run_model(job: ModelJob, settings: RunSettings) -> Manifest:
         # This worker retires before the model could finish (or only archives now, before it retires):
         # let the scheduler place the model elsewhere.
         time.sleep(min(2.0, remaining) if remaining > 0 else 2.0)  # no hot loop while this worker is the only one
+        drop_worker_restrictions()
         raise Reschedule()
     with model_in_progress() as staged:
         manifest = _run_model(job, settings)
         if settings.staging_root is None:  # node-local: the worker must not retire before they are archived
             staged.append(manifest.scratch_dir)
-        return manifest
+    return dataclasses.replace(manifest, takes_models_for=remaining_lifetime())
 
 
 def _run_model(job: ModelJob, settings: RunSettings) -> Manifest:

@@ -64,6 +64,9 @@ class Manifest:
     files: tuple[StagedFile, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
     missing: tuple[str, ...] = ()  # optional expected outputs (scratch-relative) the run did not write
+    # Seconds the worker still took models for when this run ended (None: no lifetime). Not in the
+    # manifest file: it tells the driver whether the next model may go straight to this worker.
+    takes_models_for: float | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -72,7 +75,7 @@ class Manifest:
     def to_json(self) -> str:
         # Shallow, and without indent: asdict's deep copy and json's pure-Python indenting encoder took
         # ~8 ms a model (the provenance is a few hundred values); the file is for pdrflow, not for reading.
-        document = {f.name: getattr(self, f.name) for f in fields(self)}
+        document = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "takes_models_for"}
         document["files"] = [vars(staged) for staged in self.files]
         return json.dumps(document, separators=(",", ":"))
 
