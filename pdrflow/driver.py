@@ -272,9 +272,12 @@ class Driver:
             self._models_in_flight += 1
             # To the worker whose model just ended, if any: it is free once that model's archival has left
             # its thread. The scheduler's own choice can be a busy worker (a second's wait for work
-            # stealing, measured: benchmarks/bench_scale.py). Loose: anywhere, if that worker is gone.
+            # stealing, measured: benchmarks/bench_scale.py). Loose: anywhere, if that worker is gone. Not
+            # with model resources (archive workers): once the suggested worker is gone, distributed's
+            # fallback for a loose restriction ignores resource restrictions too, and the model could
+            # land on an archive worker.
             place: dict[str, Any] = {"workers": [self._freed.pop()], "allow_other_workers": True} \
-                if self._freed else {}
+                if self._freed and cluster.model_resources is None else {}
             future = cluster.client.submit(
                 run_model, ModelJob(job_id, self.plan.specs[job.model_hash], self._expected_runtime()), settings,
                 key=f"run-{job.name}-{job_id}-{self.outcome.model_runs}", pure=False,

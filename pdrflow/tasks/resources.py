@@ -222,7 +222,10 @@ def drop_worker_restrictions() -> None:
     except ValueError:
         return
     key = worker.get_current_task()
-    sync(worker.loop, worker.scheduler.set_restrictions, worker={key: None})
+    # The reschedule matters more: should this fail (the task released meanwhile, the scheduler unreachable),
+    # the model at worst comes back here once more and is refused again.
+    with contextlib.suppress(Exception):
+        sync(worker.loop, worker.scheduler.set_restrictions, worker={key: None})
 
 
 def worker_name() -> str | None:
