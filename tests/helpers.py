@@ -142,6 +142,19 @@ def _load_config_with(config_path: Path, env: dict[str, str] | None) -> Any:
                 os.environ[key] = value
 
 
+def run_local_grid(run_dir: Path, home: Path, *, n_workers: int, **run: Any) -> Path:
+    """The base config's 4-model grid on a LocalCluster of one-thread workers (``run``: the config's run
+    section): ``pdrflow run`` exits 0, the grid ends consistent and each model ran once. Returns the config."""
+    settings = base_config(run_dir, home=home, run=run)
+    settings["cluster"].update(n_workers=n_workers, threads_per_worker=1)
+    config = write_config(run_dir / "run.yaml", settings)
+    done = cli("run", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = assert_consistent(config, models=4)
+    assert set(summary["model_runs"].values()) == {1}
+    return config
+
+
 def assert_consistent(
     config_path: Path,
     *,

@@ -7,7 +7,7 @@ import itertools
 from datetime import datetime
 from pathlib import Path
 
-from helpers import assert_consistent, base_config, cli, ledger_rows, slow_null_home, write_config
+from helpers import assert_consistent, base_config, cli, ledger_rows, run_local_grid, slow_null_home, write_config
 from services.sshd import Sshd
 from services.tcp_proxy import TcpProxy
 from test_fault_matrix import sftp_storage
@@ -50,14 +50,7 @@ def test_an_archival_starts_when_its_model_ends_not_after_the_next_model(tmp_pat
     """One worker with one thread and models of 2 s. Had the driver sent it the next model while one still
     ran, that model would start the moment the first ended, and the first one's archival, pinned to the
     worker, would wait for the whole of it. The driver sends models only to free slots (driver.py _window)."""
-    home = slow_null_home(tmp_path, null_home, 2)
-    settings = base_config(tmp_path, home=home)
-    settings["cluster"].update(n_workers=1, threads_per_worker=1)
-    config = write_config(tmp_path / "run.yaml", settings)
-    done = cli("run", str(config))
-    assert done.returncode == 0, done.stdout + done.stderr
-    summary = assert_consistent(config, models=MODELS)
-    assert set(summary["model_runs"].values()) == {1}
+    run_local_grid(tmp_path, slow_null_home(tmp_path, null_home, 2), n_workers=1)
     rows = ledger_rows(tmp_path / "ledger.sqlite", "select job_id, kind, started_at, ended_at from attempts "
                                                    "where outcome = 'ok' order by started_at")
     models = [(job, _stamp(start), _stamp(end)) for job, kind, start, end in rows if kind == "model"]

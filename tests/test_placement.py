@@ -6,25 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from distributed import Client, LocalCluster, Reschedule, get_worker
-from helpers import assert_consistent, base_config, cli, ledger_rows, slow_null_home, write_config
+from helpers import ledger_rows, run_local_grid, slow_null_home
 
 from pdrflow.tasks.resources import drop_worker_restrictions
 
-MODELS = 4  # the base config's grid
+MODELS = 4  # the grid of helpers.run_local_grid
 
 
 def test_the_next_model_goes_to_the_worker_whose_model_just_ended(tmp_path: Path, null_home: Path) -> None:
     """Three idle workers and one model at a time: each model after the first runs where the one before it
     ran. Left to itself, the scheduler spreads them: the worker that just finished is still busy with that
     model's archival when the next model is submitted."""
-    home = slow_null_home(tmp_path, null_home, 1)
-    settings = base_config(tmp_path, home=home, run={"max_in_flight": 1})
-    settings["cluster"].update(n_workers=3, threads_per_worker=1)
-    config = write_config(tmp_path / "run.yaml", settings)
-    done = cli("run", str(config))
-    assert done.returncode == 0, done.stdout + done.stderr
-    summary = assert_consistent(config, models=MODELS)
-    assert set(summary["model_runs"].values()) == {1}
+    run_local_grid(tmp_path, slow_null_home(tmp_path, null_home, 1), n_workers=3, max_in_flight=1)
     workers = [worker for (worker,) in ledger_rows(tmp_path / "ledger.sqlite", "select worker from attempts where "
                                                    "kind = 'model' and outcome = 'ok' order by started_at")]
     assert len(workers) == MODELS and len(set(workers)) == 1, workers
