@@ -424,32 +424,32 @@ def pdrflow_intervals(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for a in attempts if a["kind"] in ("model", "archive") and a["start"] is not None]
 
 
-def model_durations(attempts: list[dict[str, Any]], task_started: dict[int, float] | None = None) -> dict[str, Any]:
-    """Medians of the successful model and archive attempts (the ledger's times, as the worker wrote them), and
-    every attempt's outcome with the first few distinct errors of the others (why a model ran twice)."""
+def model_durations(attempts: list[dict[str, Any]], task_started: dict[int, float]) -> dict[str, Any]:
+    """Medians of the successful model and archive attempts (the ledger's times, as the worker wrote them), where
+    a worker idled between its models (``task_started``: job id -> its run task's start), and every attempt's
+    outcome with the first few distinct errors of the others (why a model ran twice)."""
     done = [a["end"] - a["start"] for a in attempts if a["kind"] == "model" and a["outcome"] == "ok"]
     archivals = [a["end"] - a["start"] for a in attempts if a["kind"] == "archive" and a["outcome"] == "ok"]
     errors = list(dict.fromkeys(f"{a['kind']} {a['outcome']}: {(a['error'] or '')[:200]}" for a in attempts
                                 if a["outcome"] != "ok"))
-    # Where a worker idles between models: a model's end to the next model's start in the same SLURM job, and
-    # a model's end to the start of its archival (the driver's round trip is inside both).
+    # Where a worker idles between models: a model's end to the next model's start in the same SLURM job, split
+    # at the next run task's start (before it, scheduling; after it, the task's own start up to its ledger
+    # attempt), and a model's end to the start of its archival (the driver's round trip is inside all of them).
     between: list[float] = []
+    to_task: list[float] = []
+    task_to_attempt: list[float] = []
     by_job: dict[Any, list[dict[str, Any]]] = {}
     for a in attempts:
         if a["kind"] == "model" and a["outcome"] == "ok" and a.get("slurm_job"):
             by_job.setdefault(a["slurm_job"], []).append(a)
     for mine in by_job.values():
         mine.sort(key=lambda a: a["start"])
-        between += [b["start"] - a["end"] for a, b in itertools.pairwise(mine)]
-    model_end = {a["job"]: a["end"] for a in attempts if a["kind"] == "model" and a["outcome"] == "ok"}
-    # of those gaps: the previous model's end to this run task's start, and that start to its ledger attempt
-    to_task, task_to_attempt = [], []
-    task_started = task_started or {}
-    for mine in by_job.values():
         for a, b in itertools.pairwise(mine):
+            between.append(b["start"] - a["end"])
             if b["job"] in task_started:
                 to_task.append(task_started[b["job"]] - a["end"])
                 task_to_attempt.append(b["start"] - task_started[b["job"]])
+    model_end = {a["job"]: a["end"] for a in attempts if a["kind"] == "model" and a["outcome"] == "ok"}
     to_archival = [a["start"] - model_end[a["job"]] for a in attempts
                    if a["kind"] == "archive" and a["outcome"] == "ok" and a["job"] in model_end]
     return {"model_attempt_s_median": round(statistics.median(done), 3) if done else None,

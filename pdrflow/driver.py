@@ -272,12 +272,9 @@ class Driver:
             self._models_in_flight += 1
             # To the worker whose model just ended, if any: it is free once that model's archival has left
             # its thread. The scheduler's own choice can be a busy worker (a second's wait for work
-            # stealing, measured: benchmarks/bench_scale.py). Loose: anywhere, if that worker is gone. Not
-            # with model resources (archive workers): once the suggested worker is gone, distributed's
-            # fallback for a loose restriction ignores resource restrictions too, and the model could
-            # land on an archive worker.
+            # stealing, measured: benchmarks/bench_scale.py). Loose: anywhere, if that worker is gone.
             place: dict[str, Any] = {"workers": [self._freed.pop()], "allow_other_workers": True} \
-                if self._freed and cluster.model_resources is None else {}
+                if self._freed else {}
             future = cluster.client.submit(
                 run_model, ModelJob(job_id, self.plan.specs[job.model_hash], self._expected_runtime()), settings,
                 key=f"run-{job.name}-{job_id}-{self.outcome.model_runs}", pure=False,
@@ -381,7 +378,7 @@ class Driver:
             self._durations.append(_duration(manifest))
             if manifest.worker is not None:
                 self._staged_by[job_id] = manifest.worker
-                if self._takes_next_model(manifest):
+                if self._takes_next_model(cluster, manifest):
                     self._freed.append(manifest.worker)
             self._submit(cluster, Action.ARCHIVE, job_id, manifest)
             return
@@ -401,9 +398,15 @@ class Driver:
             self.outcome.failures[name] = reason
             self.on_event(Event(EventKind.LOST, name, reason))
 
-    def _takes_next_model(self, manifest: Manifest) -> bool:
+    def _takes_next_model(self, cluster: ClusterHandle, manifest: Manifest) -> bool:
         """Whether the worker of this run still takes a model long enough to finish the next one, with a
-        margin for the time until it gets it (a worker refusing one sends it elsewhere in any case)."""
+        margin for the time until it gets it (a worker refusing one sends it elsewhere in any case).
+
+        Never with model resources (archive workers): once a suggested worker is gone, distributed's
+        fallback for a loose restriction ignores resource restrictions too, and the model could land on an
+        archive worker."""
+        if cluster.model_resources is not None:
+            return False
         if manifest.takes_models_for is None:
             return True
         needed = self._expected_runtime() or 0.0
